@@ -1,0 +1,10 @@
+"""Pure nn.Modules: backbones (one contract), heads and assemblies. No lightning, hydra or data here."""
+
+from .assembly import DenseModel, create_model, pad_to_multiple
+from .backbones import BACKBONES, Backbone, TimmBackbone, create_backbone, load_trunk_weights, read_state_dict
+from .heads import HEADS, LRASPPHead, create_head
+
+__all__ = [
+    "BACKBONES", "HEADS", "Backbone", "DenseModel", "LRASPPHead", "TimmBackbone", "create_backbone",
+    "create_head", "create_model", "load_trunk_weights", "pad_to_multiple", "read_state_dict",
+]

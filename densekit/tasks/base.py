@@ -1,0 +1,110 @@
+"""The shared LightningModule: one training/validation step for every task; tasks add loss and metrics."""
+
+from __future__ import annotations
+
+import math
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+
+class DenseTask(pl.LightningModule):
+    """Owns a model, its optimiser/schedule and the step; subclasses define ``forward_batch``,
+    ``compute_loss``, ``update_metrics`` and ``compute_metrics``.
+
+    ``config`` (a plain dict, usually the resolved run config) is stored in the checkpoint's
+    hyper-parameters so a model can be rebuilt from a checkpoint without Hydra.
+    """
+
+    monitor = "val/loss"
+    monitor_mode = "min"
+
+    def __init__(self, model: nn.Module, optim: dict | None = None, config: dict | None = None):
+        super().__init__()
+        self.model = model
+        self.optim_cfg = dict(optim or {})
+        self.save_hyperparameters({"config": config or {}, "optim": self.optim_cfg})
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.model(*inputs)
+
+    # -- per-task hooks -------------------------------------------------------------------------
+    def forward_batch(self, batch: dict) -> torch.Tensor:
+        return self.model(batch["image"])
+
+    def compute_loss(self, pred, batch: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+    def update_metrics(self, pred, batch: dict) -> None:
+        raise NotImplementedError
+
+    def compute_metrics(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    # -- shared step ----------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        pred = self.forward_batch(batch)
+        loss = self.compute_loss(pred, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss ({loss.item()}) at step {self.global_step}; stopping before any "
+                f"checkpoint of these weights is written. Lower optim.lr or enable trainer.gradient_clip_val."
+            )
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        pred = self.forward_batch(batch)
+        loss = self.compute_loss(pred, batch)
+        self.log("val/loss", loss, prog_bar=False, batch_size=batch["image"].shape[0], sync_dist=True)
+        self.update_metrics(pred, batch)
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self.compute_metrics()
+        finite = {f"val/{k}": v for k, v in metrics.items() if not math.isnan(v)}
+        headline = {k: v for k, v in finite.items() if k == self.monitor}
+        self.log_dict(headline, prog_bar=True)
+        self.log_dict({k: v for k, v in finite.items() if k not in headline}, prog_bar=False)
+
+    # -- optimisation ---------------------------------------------------------------------------
+    def configure_optimizers(self):
+        cfg = self.optim_cfg
+        name = cfg.get("name", "adamw")
+        params = [p for p in self.parameters() if p.requires_grad]
+        if name == "adamw":
+            opt = torch.optim.AdamW(
+                params, lr=cfg.get("lr", 1e-3), weight_decay=cfg.get("weight_decay", 0.01),
+                betas=tuple(cfg.get("betas", (0.9, 0.999))),
+            )
+        elif name == "sgd":
+            opt = torch.optim.SGD(
+                params, lr=cfg.get("lr", 0.01), momentum=cfg.get("momentum", 0.9),
+                weight_decay=cfg.get("weight_decay", 1e-4), nesterov=cfg.get("nesterov", False),
+            )
+        else:
+            raise ValueError(f"unknown optimizer {name!r}; expected 'adamw' or 'sgd'")
+        schedule = cfg.get("scheduler", "cosine")
+        if schedule in (None, "none"):
+            return opt
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        lr_lambda = make_schedule(schedule, total, cfg.get("warmup_steps", 0), cfg.get("min_lr_ratio", 0.0),
+                                  cfg.get("power", 0.9))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def make_schedule(kind: str, total_steps: int, warmup_steps: int = 0, min_ratio: float = 0.0, power: float = 0.9):
+    """Per-step LR multiplier: linear warm-up, then cosine or poly decay to ``min_ratio``."""
+    if kind not in ("cosine", "poly"):
+        raise ValueError(f"unknown scheduler {kind!r}; expected 'cosine', 'poly' or 'none'")
+    warmup_steps = min(int(warmup_steps), total_steps - 1) if total_steps > 1 else 0
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        decay = 0.5 * (1 + math.cos(math.pi * t)) if kind == "cosine" else (1 - t) ** power
+        return min_ratio + (1 - min_ratio) * decay
+
+    return factor

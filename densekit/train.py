@@ -1,0 +1,152 @@
+"""The composition root: a resolved Hydra config in, a trained model and its final metrics out.
+
+This is the only module that knows Hydra/OmegaConf; everything it builds takes plain arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from pathlib import Path
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+
+from .data import DenseDataModule, build_dataset
+from .models import create_model
+from .tasks import TASK_MODULES
+
+log = logging.getLogger(__name__)
+
+# Which heads make sense for which task; checked before any data or model is built.
+TASK_HEADS = {"seg": {"lraspp"}}
+
+
+def _plain(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if node is not None else {}
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Reject incompatible combinations early, with the valid options in the message."""
+    task = cfg.task.name
+    if task not in TASK_MODULES:
+        raise ValueError(f"task={task} is not available; choose one of {sorted(TASK_MODULES)}")
+    heads = TASK_HEADS[task]
+    if cfg.head.name not in heads:
+        raise ValueError(f"head={cfg.head.name} does not fit task={task}; valid heads: {sorted(heads)}")
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    """The run directory: ``cfg.output_dir`` if set, else the Hydra run directory."""
+    if cfg.get("output_dir"):
+        path = Path(cfg.output_dir)
+    else:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            raise ValueError("no output_dir: set output_dir=... or run through train.py (Hydra)")
+        path = Path(HydraConfig.get().runtime.output_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def build_datamodule(cfg: DictConfig) -> DenseDataModule:
+    data = _plain(cfg.data)
+    name = data.pop("name")
+    loader = {k: data.pop(k) for k in ("batch_size", "num_workers", "val_batch_size") if k in data}
+    lengths = {"train": data.pop("train_length", None), "val": data.pop("val_length", None)}
+    for key in ("num_classes", "class_names", "ignore_index"):
+        data.pop(key, None)  # task-level facts, not dataset arguments
+
+    def make(split: str, **kwargs):
+        if lengths.get(split) is not None:
+            kwargs["length"] = lengths[split]
+        return build_dataset(name, split, targets=tuple(cfg.task.targets), **kwargs, **data)
+
+    return DenseDataModule(make, **loader)
+
+
+def build_task(cfg: DictConfig) -> pl.LightningModule:
+    task = cfg.task.name
+    model = create_model(task, backbone=_plain(cfg.backbone), head=_plain(cfg.head), num_classes=cfg.data.num_classes)
+    config = _plain(cfg)
+    if task == "seg":
+        return TASK_MODULES[task](
+            model,
+            num_classes=cfg.data.num_classes,
+            class_names=list(cfg.data.class_names) if cfg.data.get("class_names") else None,
+            loss=_plain(cfg.task.loss),
+            ignore_index=cfg.data.get("ignore_index", 255),
+            optim=_plain(cfg.optim),
+            config=config,
+        )
+    raise ValueError(f"task={task} is not available")
+
+
+def build_logger(cfg: DictConfig, run_dir: Path):
+    kind = cfg.logger.name
+    if kind in (None, "none"):
+        return False
+    if kind == "csv":
+        return pl.loggers.CSVLogger(save_dir=str(run_dir), name="csv", version="")
+    if kind == "wandb":
+        mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+        return pl.loggers.WandbLogger(
+            project=cfg.logger.get("project", "densekit"),
+            name=cfg.logger.get("run_name") or f"{cfg.task.name}-{cfg.backbone.name}-{cfg.head.name}",
+            save_dir=str(run_dir),  # otherwise wandb writes ./wandb into the working directory
+            offline=mode == "offline",
+            config=_plain(cfg),
+        )
+    raise ValueError(f"unknown logger {kind!r}; expected csv, wandb or none")
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    """A two-column text table, headline metrics first, then per-class values."""
+    rows = sorted(metrics.items(), key=lambda kv: ("/" in kv[0].removeprefix("val/"), kv[0]))
+    width = max(len(k) for k, _ in rows) if rows else 10
+    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  ------"]
+    lines += [f"{k:<{width}}  {v:.4f}" for k, v in rows]
+    return "\n".join(lines)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train per ``cfg``; returns the final validation metrics of the best checkpoint (plus
+    ``best_checkpoint`` path under the key ``"ckpt"`` in the printed summary)."""
+    check_config(cfg)
+    run_dir = output_dir(cfg)
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg)
+    module = build_task(cfg)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    ckpt_dir = run_dir / "checkpoints"
+    checkpoint = ModelCheckpoint(
+        dirpath=str(ckpt_dir),
+        filename="best-{epoch:02d}",
+        monitor=module.monitor,
+        mode=module.monitor_mode,
+        save_top_k=1,
+        save_last=True,
+    )
+    logger = build_logger(cfg, run_dir)
+    callbacks = [checkpoint]
+    if logger:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    trainer_kwargs = _plain(cfg.trainer)
+    trainer = pl.Trainer(default_root_dir=str(run_dir), logger=logger, callbacks=callbacks, **trainer_kwargs)
+    with warnings.catch_warnings():
+        # The synthetic data is generated in the main process on purpose (it is cheaper than a worker).
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        best = checkpoint.best_model_path or checkpoint.last_model_path
+        results = trainer.validate(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+    metrics = {k: float(v) for k, v in (results[0] if results else {}).items() if not math.isnan(float(v))}
+    print("\nFinal validation metrics (best checkpoint):")
+    print(format_metrics(metrics))
+    print(f"\nBest checkpoint: {best}")
+    print(f"Run directory:   {run_dir}")
+    return metrics
