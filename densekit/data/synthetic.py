@@ -92,7 +92,7 @@ def _shape_mask(kind: int, u: np.ndarray, v: np.ndarray, aspect: float) -> np.nd
     if kind == 4:  # five-pointed star (smooth polar profile)
         r = np.sqrt(u * u + v * v)
         phi = np.arctan2(v, u)
-        return r <= 0.62 + 0.38 * np.cos(5 * phi)
+        return r <= 0.7 + 0.3 * np.cos(5 * phi)
     raise ValueError(f"unknown shape class {kind}")
 
 

@@ -77,7 +77,16 @@ class TimmBackbone(Backbone):
     ):
         name = f"{arch}.{tag}" if tag else arch
         want_hub = _resolve_pretrained(pretrained, name)
-        model = timm.create_model(name, pretrained=want_hub, drop_path_rate=drop_path_rate)
+        try:
+            model = timm.create_model(name, pretrained=want_hub, drop_path_rate=drop_path_rate)
+        except Exception as err:
+            if not want_hub:
+                raise
+            raise RuntimeError(
+                f"backbone.pretrained=true: could not get pretrained weights for timm tag '{name}' "
+                f"({type(err).__name__}: {str(err).splitlines()[0][:200]}). Pass a local file with "
+                f"backbone.pretrained=/path/to/weights, or use pretrained=auto to continue from random init."
+            ) from err
         cfg = model.pretrained_cfg
         super().__init__(mean=cfg.get("mean", (0.0, 0.0, 0.0)), std=cfg.get("std", (1.0, 1.0, 1.0)))
         self.out_indices = [int(i) for i in out_indices]
@@ -88,7 +97,7 @@ class TimmBackbone(Backbone):
         self.channels = [int(info[i]["num_chs"]) for i in self.out_indices]
         self.reductions = [int(info[i]["reduction"]) for i in self.out_indices]
         if isinstance(pretrained, (str, os.PathLike)) and str(pretrained).lower() not in _FLAG_WORDS:
-            load_trunk_weights(self.model, pretrained, filter_fn=_timm_filter_fn(model))
+            load_trunk_weights(self.model, pretrained, filter_fn=_timm_filter_fn(model), what=name)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.normalize(x)
@@ -171,7 +180,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_trunk_weights(model: nn.Module, path: str | os.PathLike, filter_fn=None) -> None:
+def load_trunk_weights(model: nn.Module, path: str | os.PathLike, filter_fn=None, what: str | None = None) -> None:
     """Load ``path`` into ``model`` strictly. Wrapper prefixes are stripped, ``filter_fn`` remaps foreign
     key names, classification-head keys are dropped (and logged); any other mismatch is an error that
     lists the keys."""
@@ -187,7 +196,7 @@ def load_trunk_weights(model: nn.Module, path: str | os.PathLike, filter_fn=None
     unexpected = sorted(set(state) - set(own))
     shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or shape:
-        parts = [f"weight file {path} does not match {type(model).__name__}"]
+        parts = [f"weight file {path} does not match {what or type(model).__name__}"]
         if missing:
             parts.append(f"missing keys ({len(missing)}): {_few(missing)}")
         if unexpected:
