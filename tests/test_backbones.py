@@ -146,12 +146,12 @@ def test_auto_offline_warns_once_and_continues(monkeypatch):
         b = create_backbone("mci0", pretrained="auto")
     msgs = [str(w.message) for w in caught if "pretrained=auto" in str(w.message)]
     assert len(msgs) == 1
-    assert "fastvit_mci0.apple_mclip" in msgs[0] and "RANDOM" in msgs[0]
+    assert "timm tag fastvit_mci0.apple_mclip" in msgs[0] and "RANDOM" in msgs[0]
     assert "backbone.pretrained=/path/to/weights" in msgs[0]
     assert a.channels == b.channels == [64, 128, 256, 512]
 
 
 def test_true_offline_raises(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(RuntimeError, match=r"could not get pretrained weights for timm tag 'fastvit_mci0.apple_mclip'"):
+    with pytest.raises(RuntimeError, match=r"could not get pretrained weights for 'timm tag fastvit_mci0.apple_mclip'"):
         create_backbone("mci0", pretrained=True)

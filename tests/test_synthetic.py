@@ -34,7 +34,7 @@ def test_depth_agrees_with_occlusion_order():
         s = generate_scene(seed, CFG, with_flow=False)
         obj, bg = s["mask"] > 0, s["mask"] == 0
         if obj.any():
-            # every visible object is nearer than any background pixel (objects <= 8 m, background >= 12 m)
+            # every visible object is nearer than any background pixel (objects <= 6 m, background >= 12 m)
             assert s["depth"][obj].max() <= CFG.max_depth < s["depth"][bg].min()
 
 

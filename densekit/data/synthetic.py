@@ -57,8 +57,8 @@ class SceneConfig:
     max_objects: int = 6
     camouflage: float = 0.2  # probability that an object gets a random hue instead of its class hue
     hue_jitter: float = 0.06
-    min_depth: float = 2.0  # metres, object depth range
-    max_depth: float = 8.0
+    min_depth: float = 1.5  # metres, object depth range
+    max_depth: float = 6.0
     focal: float = 0.9  # focal length as a fraction of the image width
     max_flow: float = 0.125  # largest object translation as a fraction of the width (64 px at 512 px)
     max_rotation: float = 0.15  # radians between frames

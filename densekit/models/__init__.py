@@ -8,3 +8,9 @@ __all__ = [
     "BACKBONES", "HEADS", "Backbone", "DenseModel", "LRASPPHead", "TimmBackbone", "create_backbone",
     "create_head", "create_model", "load_trunk_weights", "pad_to_multiple", "read_state_dict",
 ]
+
+from .backbones import PRESETS as _PRESETS  # noqa: E402
+from .mobilenet import MobileNetV3Backbone  # noqa: E402
+
+BACKBONES["mobilenetv3_large"] = MobileNetV3Backbone
+_PRESETS["mobilenetv3_large"] = {"variant": "large"}

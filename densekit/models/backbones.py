@@ -76,17 +76,10 @@ class TimmBackbone(Backbone):
         drop_path_rate: float = 0.0,
     ):
         name = f"{arch}.{tag}" if tag else arch
-        want_hub = _resolve_pretrained(pretrained, name)
-        try:
-            model = timm.create_model(name, pretrained=want_hub, drop_path_rate=drop_path_rate)
-        except Exception as err:
-            if not want_hub:
-                raise
-            raise RuntimeError(
-                f"backbone.pretrained=true: could not get pretrained weights for timm tag '{name}' "
-                f"({type(err).__name__}: {str(err).splitlines()[0][:200]}). Pass a local file with "
-                f"backbone.pretrained=/path/to/weights, or use pretrained=auto to continue from random init."
-            ) from err
+        model, weight_file = with_pretrained(
+            pretrained, f"timm tag {name}",
+            lambda hub: timm.create_model(name, pretrained=hub, drop_path_rate=drop_path_rate),
+        )
         cfg = model.pretrained_cfg
         super().__init__(mean=cfg.get("mean", (0.0, 0.0, 0.0)), std=cfg.get("std", (1.0, 1.0, 1.0)))
         self.out_indices = [int(i) for i in out_indices]
@@ -96,61 +89,68 @@ class TimmBackbone(Backbone):
         info = model.feature_info
         self.channels = [int(info[i]["num_chs"]) for i in self.out_indices]
         self.reductions = [int(info[i]["reduction"]) for i in self.out_indices]
-        if isinstance(pretrained, (str, os.PathLike)) and str(pretrained).lower() not in _FLAG_WORDS:
-            load_trunk_weights(self.model, pretrained, filter_fn=_timm_filter_fn(model), what=name)
+        if weight_file is not None:
+            load_trunk_weights(self.model, weight_file, filter_fn=_timm_filter_fn(model), what=name)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.normalize(x)
         return self.model.forward_intermediates(x, indices=self.out_indices, intermediates_only=True)
 
 
-_FLAG_WORDS = {"true", "false", "auto", "none", ""}
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
+def _reachable(host: str, timeout: float = 3.0) -> bool:
     """A quick TCP check so ``auto`` does not spend a minute in download retries on an offline machine."""
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
     try:
-        with socket.create_connection((endpoint, 443), timeout=timeout):
+        with socket.create_connection((host, 443), timeout=timeout):
             return True
     except OSError:
         return False
 
 
-def _resolve_pretrained(pretrained: bool | str | None, name: str) -> bool:
-    """Map ``backbone.pretrained`` to "ask timm's hub" (True) or not; validate local paths early."""
-    if isinstance(pretrained, bool) or pretrained is None:
-        return bool(pretrained)
-    word = str(pretrained).strip().lower()
+def _hf_host() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+
+
+def with_pretrained(pretrained, name: str, build, host: str | None = None):
+    """Resolve ``backbone.pretrained`` for a model ``build(hub: bool) -> nn.Module``.
+
+    Returns ``(module, weight_file_or_None)``. False: random init. True: the hub weights or an error.
+    "auto": the hub weights when they can be had (local cache with HF_HUB_OFFLINE=1, or a reachable
+    ``host``), otherwise one warning per ``name`` and random init. A path: random init here, the caller
+    loads the file strictly; a path that does not exist is a one-line FileNotFoundError.
+    """
+    word = str(pretrained).strip().lower() if pretrained is not None else "false"
     if word in ("false", "none", ""):
-        return False
-    if word == "true":
-        return True
-    if word == "auto":
-        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-        if offline or _hub_reachable():
-            try:  # offline: only the local cache is consulted, which is fast
-                timm.create_model(name, pretrained=True)
-                return True
-            except Exception as err:  # noqa: BLE001 - any hub failure means "continue from random init"
-                reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
-        else:
-            reason = "the hub cannot be reached"
-        if name not in _warned_tags:
-            _warned_tags.add(name)
-            warnings.warn(
-                f"backbone.pretrained=auto: could not get pretrained weights for timm tag '{name}' ({reason}). "
-                f"Continuing from RANDOM initialisation. To use the weights offline, download them once and pass "
-                f"backbone.pretrained=/path/to/weights (.pt/.pth/.bin/.safetensors), or set "
-                f"backbone.pretrained=false to silence this warning.",
-                UserWarning,
-                stacklevel=2,
-            )
-        return False
-    path = Path(str(pretrained)).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"backbone.pretrained: weight file not found: {path}")
-    return False
+        return build(False), None
+    if word not in ("true", "auto"):
+        path = Path(str(pretrained)).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"backbone.pretrained: weight file not found: {path}")
+        return build(False), path
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    if word == "auto" and not offline and not _reachable(host or _hf_host()):
+        reason = "the hub cannot be reached"
+    else:
+        try:  # with HF_HUB_OFFLINE=1 only the local cache is consulted, which is fast
+            return build(True), None
+        except Exception as err:  # noqa: BLE001 - any hub failure: error for true, warning for auto
+            reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+            if word == "true":
+                raise RuntimeError(
+                    f"backbone.pretrained=true: could not get pretrained weights for '{name}' ({reason}). "
+                    f"Pass a local file with backbone.pretrained=/path/to/weights, or use pretrained=auto to "
+                    f"continue from random init."
+                ) from err
+    if name not in _warned_tags:
+        _warned_tags.add(name)
+        warnings.warn(
+            f"backbone.pretrained=auto: could not get pretrained weights for '{name}' ({reason}). "
+            f"Continuing from RANDOM initialisation. To use the weights offline, download them once and pass "
+            f"backbone.pretrained=/path/to/weights (.pt/.pth/.bin/.safetensors), or set "
+            f"backbone.pretrained=false to silence this warning.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return build(False), None
 
 
 def _timm_filter_fn(model: nn.Module):
@@ -235,7 +235,8 @@ def _few(items: list[str], n: int = 12) -> str:
     return shown + (f", ... (+{len(items) - n} more)" if len(items) > n else "")
 
 
-BACKBONES = {name: TimmBackbone for name in TIMM_PRESETS}
+BACKBONES: dict[str, type] = {name: TimmBackbone for name in TIMM_PRESETS}
+PRESETS: dict[str, dict] = dict(TIMM_PRESETS)
 
 
 def create_backbone(name: str, *, pretrained: bool | str = False, **kwargs) -> Backbone:
@@ -246,5 +247,5 @@ def create_backbone(name: str, *, pretrained: bool | str = False, **kwargs) -> B
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; available: {sorted(BACKBONES)}")
-    params = {**TIMM_PRESETS.get(name, {}), **kwargs}
+    params = {**PRESETS.get(name, {}), **kwargs}
     return BACKBONES[name](pretrained=pretrained, **params)
