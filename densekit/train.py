@@ -22,7 +22,7 @@ from .tasks import TASK_MODULES
 log = logging.getLogger(__name__)
 
 # Which heads make sense for which task; checked before any data or model is built.
-TASK_HEADS = {"seg": {"lraspp"}}
+TASK_HEADS = {"seg": {"lraspp", "unet", "fpn", "deeplabv3plus", "ffnet"}}
 
 
 def _plain(node) -> dict:

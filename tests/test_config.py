@@ -46,5 +46,5 @@ def test_smoke_experiment_composes(compose):
 def test_incompatible_head_is_rejected_before_building(compose):
     cfg = compose([])
     cfg.head.name = "unet3d"
-    with pytest.raises(ValueError, match=r"head=unet3d does not fit task=seg; valid heads: \['lraspp'\]"):
+    with pytest.raises(ValueError, match=r"head=unet3d does not fit task=seg; valid heads: \['deeplabv3plus', 'ffnet', 'fpn', 'lraspp', 'unet'\]"):
         check_config(cfg)

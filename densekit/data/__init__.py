@@ -3,9 +3,16 @@
 from .datamodule import DenseDataModule
 from .datasets import SyntheticScenes, to_tensors
 from .schema import IGNORE_INDEX, check_sample
+from .seg_datasets import ADE20KSeg, BadSampleWarning, CityscapesSeg, FolderSeg, SegDataset, VOCSeg
 from .synthetic import CLASS_NAMES, SceneConfig, generate_scene, generate_volume
 
-DATASETS = {"synthetic": SyntheticScenes}
+DATASETS = {
+    "synthetic": SyntheticScenes,
+    "cityscapes": CityscapesSeg,
+    "ade20k": ADE20KSeg,
+    "voc": VOCSeg,
+    "folder": FolderSeg,
+}
 
 
 def build_dataset(name: str, split: str, **kwargs):
@@ -16,6 +23,7 @@ def build_dataset(name: str, split: str, **kwargs):
 
 
 __all__ = [
-    "CLASS_NAMES", "DATASETS", "DenseDataModule", "IGNORE_INDEX", "SceneConfig", "SyntheticScenes",
-    "build_dataset", "check_sample", "generate_scene", "generate_volume", "to_tensors",
+    "ADE20KSeg", "BadSampleWarning", "CLASS_NAMES", "CityscapesSeg", "DATASETS", "DenseDataModule", "FolderSeg",
+    "IGNORE_INDEX", "SceneConfig", "SegDataset", "SyntheticScenes", "VOCSeg", "build_dataset", "check_sample",
+    "generate_scene", "generate_volume", "to_tensors",
 ]

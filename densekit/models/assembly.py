@@ -29,11 +29,13 @@ class DenseModel(nn.Module):
     def __init__(self, backbone: Backbone, head: nn.Module, out_channels: int):
         super().__init__()
         self.backbone, self.head, self.out_channels = backbone, head, int(out_channels)
+        # Pad to the backbone's stride, or further where the head builds coarser levels itself.
+        self.multiple = max(backbone.stride, int(getattr(head, "input_multiple", 1)))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if image.dim() != 4:
             raise ValueError(f"expected an image batch (B, C, H, W), got shape {tuple(image.shape)}")
-        x, (h, w) = pad_to_multiple(image, self.backbone.stride)
+        x, (h, w) = pad_to_multiple(image, self.multiple)
         out = self.head(self.backbone(x))  # (B, K, Hp/r, Wp/r) at the head's output reduction
         out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)  # (B, K, Hp, Wp)
         return out[..., :h, :w]

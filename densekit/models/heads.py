@@ -63,7 +63,14 @@ class LRASPPHead(nn.Module):
         return self.low_classifier(low) + self.high_classifier(x)
 
 
-HEADS = {"lraspp": LRASPPHead}
+def _registry() -> dict[str, type]:
+    from .decoders import DeepLabV3PlusHead, FFNetHead, FPNHead, UNetHead
+
+    return {"lraspp": LRASPPHead, "unet": UNetHead, "fpn": FPNHead, "deeplabv3plus": DeepLabV3PlusHead,
+            "ffnet": FFNetHead}
+
+
+HEADS = _registry()
 
 
 def create_head(name: str, in_channels: list[int], reductions: list[int], out_channels: int, **kwargs) -> nn.Module:

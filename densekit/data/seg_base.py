@@ -1,0 +1,204 @@
+"""The shared machinery of the segmentation readers: pairing, loading, label mapping, bad-sample policy.
+
+A reader lists (image, mask) file pairs at construction (cheap: directory listings only, so a 20k-image
+split opens instantly) and checks contents when a sample is loaded: readable image, single-channel mask
+of the same size, every label known to the format. A bad sample is a ``ValueError`` naming the file, or,
+with ``skip_bad=True``, is replaced by the next good sample (deterministic, so epochs stay reproducible),
+counted, and reported with a ``BadSampleWarning`` carrying the count.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .datasets import to_tensors
+from .schema import IGNORE_INDEX, check_sample
+from .transforms import apply_augment, build_augment, check_resize
+
+README = "datasets/README.md"
+
+
+class BadSampleWarning(UserWarning):
+    """A sample was skipped because its files are unreadable or inconsistent (``skip_bad=True``)."""
+
+
+class BadSampleError(ValueError):
+    """A sample's files are unreadable or inconsistent; the message names the file."""
+
+
+def missing(path: Path, what: str) -> FileNotFoundError:
+    """The error for an absent dataset directory/file: where we looked, and where the layout is described."""
+    return FileNotFoundError(f"{what} not found: looked for {path.resolve()}; see {README} for where to put it")
+
+
+def label_lut(table: dict[int, int]) -> np.ndarray:
+    """{raw value: train id} -> a 256-entry lookup table; -1 marks raw values the format does not define."""
+    lut = np.full(256, -1, np.int16)
+    for raw, train in table.items():
+        lut[raw] = train
+    return lut
+
+
+def list_files(directory: Path, suffixes: tuple[str, ...], what: str) -> list[Path]:
+    if not directory.is_dir():
+        raise missing(directory, what)
+    return sorted(p for p in directory.iterdir() if p.is_file() and p.name.lower().endswith(suffixes))
+
+
+def pair_by_key(images: dict[str, Path], masks: dict[str, Path], image_dir: Path, mask_dir: Path) -> list:
+    """Pair two {key: path} maps; any unpaired file is an error naming it (a silently dropped image or mask
+    would quietly shrink the split)."""
+    lonely_images = sorted(set(images) - set(masks))
+    lonely_masks = sorted(set(masks) - set(images))
+    if lonely_images or lonely_masks:
+        lines = [f"image without a mask (expected one in {mask_dir}): {images[k]}" for k in lonely_images[:5]]
+        lines += [f"mask without an image (expected one in {image_dir}): {masks[k]}" for k in lonely_masks[:5]]
+        n = len(lonely_images) + len(lonely_masks)
+        more = f"\n  ... and {n - len(lines)} more" if n > len(lines) else ""
+        raise ValueError(f"{n} unpaired file(s):\n  " + "\n  ".join(lines) + more)
+    return [(images[k], masks[k]) for k in sorted(images)]
+
+
+class SegDataset(Dataset):
+    """Base of the real segmentation readers. Subclasses set ``class_names``, ``splits`` and ``lut`` (raw
+    mask value -> train id) and implement ``_pairs(split)``.
+
+    Arguments shared by every reader:
+      split       one of the reader's ``splits``
+      root        the dataset folder (see datasets/README.md)
+      augment     train-only random ops (``densekit.data.transforms``); ignored for other splits
+      resize      short side in pixels for every split (deterministic), or None for the native size
+      targets     what the task asks for; segmentation readers provide only "mask"
+      skip_bad    replace unreadable/inconsistent samples by the next good one instead of raising
+      length      samples per epoch: fewer than the split caps it, more repeats it; None = the split
+    """
+
+    class_names: tuple[str, ...] = ()
+    splits: tuple[str, ...] = ("train", "val")
+    split_aliases: dict[str, str] = {}
+    lut: np.ndarray
+    label_desc = ""  # the valid raw values, for error messages
+    # single-channel label maps only: an RGB "mask" is a colour rendering, whose colours are not class ids
+    mask_modes: tuple[str, ...] = ("L", "P", "I", "I;16")
+
+    def __init__(
+        self,
+        split: str = "train",
+        root: str | Path = ".",
+        augment: dict | None = None,
+        targets: tuple[str, ...] = ("mask",),
+        skip_bad: bool = False,
+        length: int | None = None,
+        resize: int | None = None,
+    ):
+        name = type(self).__name__
+        split = self.split_aliases.get(split, split)
+        if self.splits and split not in self.splits:
+            raise ValueError(f"{name}: split must be one of {list(self.splits)}, got {split!r}")
+        bad = [t for t in targets if t != "mask"]
+        if bad:
+            raise ValueError(f"{name} provides only the 'mask' target; the task asked for {list(targets)}")
+        if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
+            raise ValueError(f"{name}: length must be a positive int or null, got {length!r}")
+        self.split, self.root, self.skip_bad = split, Path(root).expanduser(), bool(skip_bad)
+        if not self.root.is_dir():
+            raise missing(self.root, f"{name} root")
+        self.files = self._pairs(split)
+        if not self.files:
+            raise ValueError(f"{name}: split {split!r} is empty: no samples found under {self.root.resolve()}")
+        self.length = len(self.files) if length is None else int(length)
+        self.resize = check_resize(resize)
+        train = build_augment(augment, resize=self.resize, targets=tuple(targets))  # validates the config
+        is_train = split == self.split_aliases.get("train", "train")
+        self.augment = train if is_train else build_augment(None, resize=self.resize)  # val: deterministic
+        self.skipped: dict[int, str] = {}  # index into files -> why it was skipped (this process)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def _pairs(self, split: str) -> list[tuple[Path, Path]]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self.length
+
+    # -- loading -------------------------------------------------------------------------------------
+    @staticmethod
+    def _open(path: Path, what: str) -> Image.Image:
+        try:
+            img = Image.open(path)
+            img.load()  # decode now: a truncated or corrupt file fails here, not somewhere later
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            raise BadSampleError(f"{path}: unreadable {what} ({type(exc).__name__}: {exc})") from None
+        return img
+
+    def read_mask(self, path: Path) -> np.ndarray:
+        """Raw label values of a mask file, (H, W) integer array."""
+        img = self._open(path, "mask")
+        if img.mode not in self.mask_modes:
+            raise BadSampleError(
+                f"{path}: expected a single-channel label PNG of class indices (mode {'/'.join(self.mask_modes)}), "
+                f"got mode {img.mode} -- a colour rendering instead of label indices?"
+            )
+        return np.asarray(img)
+
+    def encode(self, raw: np.ndarray, path: Path) -> np.ndarray:
+        """Raw mask values -> train ids in [0, K) or 255; unknown values are an error naming the file."""
+        if raw.size and (raw.min() < 0 or raw.max() > 255):
+            raise BadSampleError(f"{path}: label values up to {raw.max()} found; expected {self.label_desc}")
+        mapped = self.lut[raw.astype(np.uint8)]
+        if (mapped < 0).any():
+            values = np.unique(raw[mapped < 0]).tolist()
+            raise BadSampleError(
+                f"{path}: label values {values[:10]} are outside the class list; expected {self.label_desc}"
+            )
+        return mapped.astype(np.int64)
+
+    def load(self, i: int) -> dict[str, np.ndarray]:
+        """Sample ``i`` of the file list as numpy (image uint8 HWC, mask int64 train ids), checked."""
+        image_path, mask_path = self.files[i]
+        image = self._open(image_path, "image")
+        mask = self.read_mask(mask_path)
+        if mask.shape != (image.height, image.width):
+            raise BadSampleError(
+                f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image {image_path} is "
+                f"{image.width}x{image.height}; they must match"
+            )
+        # convert("RGB") also accepts the few greyscale / CMYK JPEGs real datasets contain
+        rgb = np.asarray(image.convert("RGB"))
+        return {"image": rgb, "mask": self.encode(mask, mask_path), "valid": np.ones(mask.shape, bool)}
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} out of range for {self.length} samples")
+        n = len(self.files)
+        for step in range(n):
+            i = (index + step) % n  # the deterministic substitute of a bad sample is the next good one
+            if i in self.skipped:
+                continue
+            try:
+                sample = self.load(i)
+            except BadSampleError as exc:
+                if not self.skip_bad:
+                    raise
+                self.skipped[i] = str(exc)
+                warnings.warn(
+                    f"{type(self).__name__} {self.split}: skipping bad sample ({exc}); "
+                    f"{len(self.skipped)} of {n} skipped so far (skip_bad=True)",
+                    BadSampleWarning,
+                    stacklevel=2,
+                )
+                continue
+            sample = apply_augment(self.augment, sample)
+            return check_sample(to_tensors(sample), required=("image", "mask", "valid"))
+        raise ValueError(
+            f"{type(self).__name__} {self.split}: all {n} samples under {self.root.resolve()} are bad; first: "
+            f"{next(iter(self.skipped.values()))}"
+        )

@@ -1,0 +1,264 @@
+"""Tensor ops shared by models: the Mamba selective scan.
+
+``selective_scan`` has the semantics of ``selective_scan_ref`` in state-spaces/mamba
+(``mamba_ssm/ops/selective_scan_interface.py``), i.e. of the discretised SSM of the Mamba paper
+(Gu & Dao 2023, Alg. 2 / Eq. 2a-2b with zero-order-hold A and Euler B):
+
+    dt_t = softplus(delta_t + delta_bias)          (softplus and bias optional)
+    h_t  = exp(dt_t * A) * h_{t-1} + dt_t * B_t * u_t,   h_{-1} = 0     # h: (B, D, N)
+    y_t  = <h_t, C_t> + D * u_t,   out = y * silu(z)
+
+On a GPU with ``mamba_ssm`` installed the fused CUDA kernel runs. Everywhere else a pure-PyTorch
+chunked scan runs: the sequence is cut into chunks, one sequential step per position *inside* a
+chunk advances all chunks at once, the chunk-to-chunk carries are themselves a (shorter) scan,
+and a second in-chunk pass adds each carry. Only products of the per-step decays are formed (never
+``exp(-cumsum)``), so it is as stable as the plain recurrence. Backward is the same scan run in
+reverse (the adjoint of a linear recurrence), so autograd does not keep one node per step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+__all__ = ["selective_scan", "selective_scan_ref"]
+
+# Working-set cap (elements of one (L, B, D, N) tensor). Longer sequences are processed in blocks of
+# time steps carrying the state, recomputed in backward (checkpointing), so memory stays bounded
+# where the CUDA kernel is not available (e.g. LightM-UNet's stage 0 has L = H*W tokens).
+_BLOCK_ELEMENTS = 1 << 24
+_fused_fn = None  # mamba_ssm's selective_scan_fn once imported; False when not installed
+
+
+def _fused_scan():
+    global _fused_fn
+    if _fused_fn is None:
+        try:
+            from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+        except Exception:  # noqa: BLE001 - not installed, or built without its CUDA extension
+            selective_scan_fn = False
+        _fused_fn = selective_scan_fn
+    return _fused_fn or None
+
+
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """Selective scan. u, delta, z: (B, D, L); A: (D, N) real; B, C: (B, N, L), (B, G, N, L) with G
+    dividing D (channel d uses group d // (D/G)), or (D, N) time-invariant; D, delta_bias: (D,).
+    Returns (B, D, L) in u's dtype (computed in float32 at least, like the reference)."""
+    _check(u, delta, A, B, C, D, z, delta_bias)
+    if u.is_cuda:
+        fused = _fused_scan()
+        if fused is not None:
+            return fused(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    if A.is_complex():
+        raise ValueError("selective_scan: complex A needs the mamba_ssm CUDA kernel; the PyTorch scan takes real A")
+    return _selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+
+
+def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """The plain recurrence, one Python step per time step (for tests and benchmarks). Float64 inputs
+    stay float64 (the upstream reference casts everything to float32)."""
+    _check(u, delta, A, B, C, D, z, delta_bias)
+    dtype_in, ct = u.dtype, torch.promote_types(u.dtype, torch.float32)
+    u, delta, A = u.to(ct), delta.to(ct), A.to(ct)
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(ct)[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    batch, dim, length = u.shape
+    Bx, Cx = _per_channel(B.to(ct), batch, dim), _per_channel(C.to(ct), batch, dim)  # (B or 1, D, N, L or 1)
+    h = u.new_zeros(batch, dim, A.shape[1])
+    ys = []
+    for t in range(length):
+        bt, ct_ = Bx[..., min(t, Bx.shape[-1] - 1)], Cx[..., min(t, Cx.shape[-1] - 1)]
+        h = torch.exp(delta[:, :, t, None] * A) * h + (delta[:, :, t] * u[:, :, t])[..., None] * bt
+        ys.append((h * ct_).sum(-1))  # (B, D)
+    y = torch.stack(ys, dim=-1)  # (B, D, L)
+    return _finish(y, u, D, z).to(dtype_in)
+
+
+def _per_channel(X, batch, dim):
+    """B or C as (B or 1, D, N, L or 1): time-invariant (D, N), shared (B, N, L), grouped (B, G, N, L)."""
+    if X.dim() == 2:
+        return X[None, :, :, None]  # (1, D, N, 1)
+    if X.dim() == 3:
+        return X[:, None]  # (B, 1, N, L)
+    return X.repeat_interleave(dim // X.shape[1], dim=1)  # (B, D, N, L): group g serves d // (D/G) == g
+
+
+def _finish(y, u, D, z):
+    if D is not None:
+        y = y + u * D.to(y.dtype)[:, None]
+    if z is not None:
+        y = y * F.silu(z.to(y.dtype))
+    return y
+
+
+def _check(u, delta, A, B, C, D, z, delta_bias):
+    if u.dim() != 3:
+        raise ValueError(f"selective_scan: u must be (B, D, L), got shape {tuple(u.shape)}")
+    batch, dim, length = u.shape
+    if delta.shape != u.shape:
+        raise ValueError(f"selective_scan: delta must match u {tuple(u.shape)}, got {tuple(delta.shape)}")
+    if A.dim() != 2 or A.shape[0] != dim:
+        raise ValueError(f"selective_scan: A must be (D={dim}, N), got shape {tuple(A.shape)}")
+    n = A.shape[1]
+    for name, X in (("B", B), ("C", C)):
+        ok = (
+            (X.dim() == 2 and tuple(X.shape) == (dim, n))
+            or (X.dim() == 3 and tuple(X.shape) == (batch, n, length))
+            or (X.dim() == 4 and X.shape[0] == batch and X.shape[1] >= 1 and dim % X.shape[1] == 0
+                and tuple(X.shape[2:]) == (n, length))
+        )
+        if not ok:
+            raise ValueError(
+                f"selective_scan: {name} must be ({dim}, {n}), ({batch}, {n}, {length}) or "
+                f"({batch}, G, {n}, {length}) with G dividing {dim}; got shape {tuple(X.shape)}"
+            )
+    for name, X, shape in (("D", D, (dim,)), ("delta_bias", delta_bias, (dim,)), ("z", z, tuple(u.shape))):
+        if X is not None and tuple(X.shape) != shape:
+            raise ValueError(f"selective_scan: {name} must have shape {shape}, got {tuple(X.shape)}")
+
+
+# --- pure-PyTorch scan ----------------------------------------------------------------------------
+
+
+def _chunk_len(length: int) -> int:
+    """About sqrt(L), a power of two in [8, 256]: balances the in-chunk steps against the carry scan."""
+    return int(min(256, max(8, 2 ** round(math.log2(max(length, 1)) / 2))))
+
+
+def _selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    ct = torch.promote_types(u.dtype, torch.float32)
+    batch, dim, length = u.shape
+    n = A.shape[1]
+    dt = delta.to(ct)
+    if delta_bias is not None:
+        dt = dt + delta_bias.to(ct)[:, None]
+    if delta_softplus:
+        dt = F.softplus(dt)
+    uc, A, B, C = u.to(ct), A.to(ct), B.to(ct), C.to(ct)
+    block = max(1, _BLOCK_ELEMENTS // max(1, batch * dim * n))
+    if length <= block:
+        y, _ = _scan_block(uc, dt, A, B, C, None)
+    else:
+        # Long sequence: blocks of time steps, the state carried between them; under autograd each
+        # block is recomputed in backward instead of keeping its (L, B, D, N) intermediates.
+        block = _chunk_len(block) * max(1, block // _chunk_len(block))
+        h, ys = uc.new_zeros(batch, dim, n), []
+        for s in range(0, length, block):
+            part = [X[..., s : s + block] if X.dim() >= 3 else X for X in (uc, dt, A, B, C)]
+            if torch.is_grad_enabled():
+                y_s, h = checkpoint(_scan_block, *part, h, use_reentrant=False)
+            else:
+                y_s, h = _scan_block(*part, h)
+            ys.append(y_s)
+        y = torch.cat(ys, dim=-1)  # (B, D, L)
+    return _finish(y, uc, D, z).to(u.dtype)
+
+
+def _scan_block(u, dt, A, B, C, h0):
+    """y (B, D, L) and the final state (B, D, N) of h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t from h0."""
+    batch, dim, length = u.shape
+    n = A.shape[1]
+    T = _chunk_len(length)
+    pad = (-length) % T
+    lp = length + pad
+    # dt = 0 in the padding gives decay 1 and input 0: the state is unchanged, outputs are cropped.
+    dt_s = F.pad(dt, (0, pad)).permute(2, 0, 1)  # (Lp, B, D), sequence-major
+    du_s = F.pad(dt * u, (0, pad)).permute(2, 0, 1)  # (Lp, B, D)
+    a = torch.exp(dt_s[..., None] * A)  # (Lp, B, D, N)
+    gb, Bs = _seq_major(B, pad, dim)
+    b = (du_s.reshape(lp, batch, gb, dim // gb, 1) * Bs).reshape(lp, batch, dim, n)  # (Lp, B, D, N)
+    if h0 is not None:  # the carried state enters through the first step's input: b_0 += a_0 h0
+        b = torch.cat([b[:1] + a[:1] * h0, b[1:]], dim=0)
+    h = _LinearScan.apply(a.reshape(lp, -1), b.reshape(lp, -1)).view(lp, batch, dim, n)  # (Lp, B, D, N)
+    gc, Cs = _seq_major(C, pad, dim)
+    y = torch.matmul(h.view(lp, batch, gc, dim // gc, n), Cs.transpose(-1, -2))  # (Lp, B, G, D/G, 1)
+    y = y.reshape(lp, batch, dim)[:length].permute(1, 2, 0)  # (B, D, L)
+    return y, h[length - 1].clone()  # a copy: a view would keep the whole (Lp, B, D, N) buffer alive
+
+
+def _seq_major(X, pad, dim):
+    """(groups, X broadcastable to (Lp, B, G, 1, N)) for the three layouts of B and C."""
+    if X.dim() == 2:  # time-invariant (D, N): one group per channel
+        return dim, X[None, None, :, None, :]  # (1, 1, D, 1, N)
+    if X.dim() == 3:
+        return 1, F.pad(X, (0, pad)).permute(2, 0, 1)[:, :, None, None, :]  # (Lp, B, 1, 1, N)
+    return X.shape[1], F.pad(X, (0, pad)).permute(3, 0, 1, 2)[:, :, :, None, :]  # (Lp, B, G, 1, N)
+
+
+class _LinearScan(torch.autograd.Function):
+    """h_t = a_t h_{t-1} + b_t along dim 0 of (L, M) tensors, h_{-1} = 0.
+
+    Backward is the adjoint recurrence g_t = dL/dh_t + a_{t+1} g_{t+1}, run by the same chunked scan
+    in reverse; then dL/db_t = g_t and dL/da_t = g_t h_{t-1}.
+    """
+
+    @staticmethod
+    def forward(ctx, a, b):
+        h = b.clone(memory_format=torch.contiguous_format)
+        _scan_(h, a.contiguous(), reverse=False)
+        ctx.save_for_backward(a, h)
+        return h
+
+    @staticmethod
+    def backward(ctx, grad_h):
+        a, h = ctx.saved_tensors
+        a_next = torch.zeros_like(a, memory_format=torch.contiguous_format)
+        a_next[:-1] = a[1:]
+        g = grad_h.clone(memory_format=torch.contiguous_format)
+        _scan_(g, a_next, reverse=True)
+        grad_a = torch.zeros_like(g)
+        grad_a[1:] = g[1:] * h[:-1]
+        return grad_a, g
+
+
+@torch.no_grad()
+def _scan_(h, a, reverse: bool) -> None:
+    """In place on h (holding b): h_t += a_t h_{t-1} (forward) or h_t += a_t h_{t+1} (reverse).
+
+    Chunked: (1) a local scan inside every chunk at once (zero initial state) while accumulating each
+    chunk's total decay; (2) the chunk boundary states are a scan of length L/T over (decay, local
+    end), done recursively; (3) each chunk's carry decays through the chunk and is added.
+    """
+    length = h.shape[0]
+    T = _chunk_len(length)
+    while length % T and T > 8:  # prefer a chunk that divides the length (no padded copy)
+        T //= 2
+    if length <= 2 * T:  # short: the plain loop is cheapest
+        steps = h.unbind(0)
+        av = a.unbind(0)
+        order = range(length - 2, -1, -1) if reverse else range(1, length)
+        for t in order:
+            steps[t].addcmul_(av[t], steps[t + 1 if reverse else t - 1])
+        return
+    pad = (-length) % T
+    if pad:  # only in the recursion (the top level is padded upstream); zeros leave the rest unchanged
+        hp, ap = F.pad(h, (0, 0, 0, pad)), F.pad(a, (0, 0, 0, pad))
+        _scan_(hp, ap, reverse)
+        h.copy_(hp[:length])
+        return
+    nc = length // T
+    hv = h.view(nc, T, -1).unbind(1)  # T views (nc, M): step t of every chunk
+    av = a.view(nc, T, -1).unbind(1)
+    order = list(range(T - 1, -1, -1)) if reverse else list(range(T))
+    decay = av[order[0]].clone()  # (nc, M): product of the decays over each chunk
+    for prev, t in zip(order[:-1], order[1:]):
+        hv[t].addcmul_(av[t], hv[prev])  # (nc, M)
+        decay.mul_(av[t])
+    # Boundary states: a scan over chunks, coefficient = chunk decay, input = local chunk end.
+    ends = hv[order[-1]].clone()  # (nc, M)
+    _scan_(ends, decay, reverse)
+    # Carry into chunk c: the boundary state of its predecessor (successor in reverse).
+    if reverse:
+        carry, sl = ends[1:], slice(0, nc - 1)
+    else:
+        carry, sl = ends[:-1], slice(1, nc)
+    f = carry.clone()  # (nc-1, M), decayed step by step through the chunk
+    for t in order:
+        f.mul_(av[t][sl])
+        hv[t][sl].add_(f)
