@@ -8,7 +8,7 @@ from densekit.losses import seg_loss
 from densekit.models import create_head
 from densekit.models.decoders import PyramidAdapter
 
-BACKBONES = ["mci0", "mci1", "mci2", {"name": "mobilenetv3_large", "dilated": True}, "mobilenetv3_large"]
+BACKBONES = ["mci0", "mci1", "mci2", {"name": "mobilenetv3_large", "dilated": True}, "mobilenetv3_large", "mobilesam"]
 HEADS = ["lraspp", "unet", "fpn", "deeplabv3plus", "ffnet"]
 
 

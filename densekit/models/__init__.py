@@ -14,3 +14,8 @@ from .mobilenet import MobileNetV3Backbone  # noqa: E402
 
 BACKBONES["mobilenetv3_large"] = MobileNetV3Backbone
 _PRESETS["mobilenetv3_large"] = {"variant": "large"}
+
+from .tinyvit import MobileSAMEncoder  # noqa: E402
+
+BACKBONES["mobilesam"] = MobileSAMEncoder
+_PRESETS["mobilesam"] = {}

@@ -30,7 +30,7 @@ TIMM_PRESETS = {
 
 # Keys of the classification / CLIP-projection path that a dense trunk does not have: dropped (and
 # reported) when loading a full checkpoint, never silently accepted for anything else.
-_HEAD_PREFIXES = ("head.", "final_conv.", "head_dist.", "fc.", "classifier.", "conv_head.")
+_HEAD_PREFIXES = ("head.", "norm_head.", "final_conv.", "head_dist.", "fc.", "classifier.", "conv_head.")
 _WRAPPER_PREFIXES = ("module.", "model.", "visual.trunk.", "trunk.")
 _warned_tags: set[str] = set()
 
@@ -198,13 +198,13 @@ def load_trunk_weights(model: nn.Module, path: str | os.PathLike, filter_fn=None
     if missing or unexpected or shape:
         parts = [f"weight file {path} does not match {what or type(model).__name__}"]
         if missing:
-            parts.append(f"missing keys ({len(missing)}): {_few(missing)}")
+            parts.append(f"missing keys ({len(missing)}): {few(missing)}")
         if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {_few(unexpected)}")
+            parts.append(f"unexpected keys ({len(unexpected)}): {few(unexpected)}")
         if shape:
             parts.append(
                 "shape mismatches: "
-                + _few([f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in shape])
+                + few([f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in shape])
             )
         raise ValueError("; ".join(parts))
     model.load_state_dict(state, strict=True)
@@ -230,7 +230,7 @@ def _strip_prefixes(state: dict, own: dict) -> dict:
     return state
 
 
-def _few(items: list[str], n: int = 12) -> str:
+def few(items: list[str], n: int = 12) -> str:
     shown = ", ".join(items[:n])
     return shown + (f", ... (+{len(items) - n} more)" if len(items) > n else "")
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
-from .backbones import Backbone, _few, load_trunk_weights, with_pretrained
+from .backbones import Backbone, few, load_trunk_weights, with_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class LayerNorm2d(nn.Module):
 
 
 class PatchEmbed(nn.Module):
-    """Two stride-2 3x3 ConvBNs with GELU between: (B, 3, H, W) -> (B, dim, H/4, W/4) (``seq.0``, ``seq.2``)."""
+    """Two stride-2 3x3 ConvBNs (``seq.0``, ``seq.2``), GELU between: (B, 3, H, W) -> (B, dim, H/4, W/4)."""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -182,21 +182,23 @@ class TinyViTBlock(nn.Module):
             x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))  # (B, Hp, Wp, C)
         hp, wp = h + pad_b, w + pad_r
         nh, nw = hp // ws, wp // ws
-        x = x.view(b, nh, ws, nw, ws, c).transpose(2, 3).reshape(b * nh * nw, ws * ws, c)  # (B*nh*nw, ws*ws, C)
+        x = x.view(b, nh, ws, nw, ws, c).transpose(2, 3)  # (B, nh, nw, ws, ws, C)
+        x = x.reshape(b * nh * nw, ws * ws, c)  # (B*nh*nw, ws*ws, C): one row of tokens per window
         x = self.attn(x)
         x = x.view(b, nh, nw, ws, ws, c).transpose(2, 3).reshape(b, hp, wp, c)  # (B, Hp, Wp, C)
         return x[:, :h, :w]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
         x = x + self.drop_path(self.window_attention(x))
-        x = self.local_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # dw conv in (B, C, H, W), back to NHWC
+        x = self.local_conv(x.permute(0, 3, 1, 2))  # (B, C, H, W): depthwise 3x3 + BN, no residual
+        x = x.permute(0, 2, 3, 1)  # (B, H, W, C)
         return x + self.drop_path(self.mlp(x))
 
 
 class ConvLayer(nn.Module):
     """Stage 0: MBConv blocks, then (optionally) the patch merging into stage 1."""
 
-    def __init__(self, dim: int, depth: int, expand: float, drop_path: list[float], downsample: nn.Module | None):
+    def __init__(self, dim: int, depth: int, expand: float, drop_path: list[float], downsample):
         super().__init__()
         self.blocks = nn.ModuleList(MBConv(dim, expand, drop_path[i]) for i in range(depth))
         self.downsample = downsample
@@ -261,18 +263,23 @@ class MobileSAMEncoder(Backbone):
                 f"{list(embed_dims)}, {list(depths)}, {list(num_heads)}, {list(window_sizes)}"
             )
         levels = list(levels)
-        if not levels or any(lv not in LEVELS for lv in levels) or levels != sorted(set(levels), key=LEVELS.index):
-            raise ValueError(f"levels must be distinct names from {list(LEVELS)} in network order, got {levels}")
+        in_order = all(lv in LEVELS for lv in levels) and levels == sorted(set(levels), key=LEVELS.index)
+        if not levels or not in_order:
+            raise ValueError(
+                f"levels must be distinct names from {list(LEVELS)} in network order, got {levels}"
+            )
         self.levels = levels
         net, weight_file = with_pretrained(
             pretrained, "mobilesam (no hub copy: pass the path to mobile_sam.pt)",
-            functools.partial(self._build, list(embed_dims), list(depths), list(num_heads), list(window_sizes),
-                              mlp_ratio, mbconv_expand_ratio, neck_dim, drop_path_rate),
+            functools.partial(
+                self._build, list(embed_dims), list(depths), list(num_heads), list(window_sizes),
+                mlp_ratio, mbconv_expand_ratio, neck_dim, drop_path_rate,
+            ),
             host="github.com",
         )
         self.patch_embed, self.layers, self.neck = net["patch_embed"], net["layers"], net["neck"]
         dims = list(embed_dims)
-        widths = {"stage0": dims[0], "stage1": dims[1], "stage2": dims[2], "stage3": dims[3], "neck": neck_dim}
+        widths = dict(zip(LEVELS, [*dims, neck_dim]))
         strides = {"stage0": 4, "stage1": 8, "stage2": 16, "stage3": 16, "neck": 16}
         self.channels = [widths[lv] for lv in levels]
         self.reductions = [strides[lv] for lv in levels]
@@ -284,8 +291,8 @@ class MobileSAMEncoder(Backbone):
     def _build(dims, depths, heads, windows, mlp_ratio, expand, neck_dim, drop_path_rate, hub):
         if hub:
             raise FileNotFoundError(
-                "MobileSAM weights are not on any hub densekit downloads from; get weights/mobile_sam.pt from "
-                "github.com/ChaoningZhang/MobileSAM and pass backbone.pretrained=/path/to/mobile_sam.pt"
+                "MobileSAM weights are not on any hub densekit downloads from; get weights/mobile_sam.pt "
+                "from github.com/ChaoningZhang/MobileSAM and pass backbone.pretrained=/path/to/mobile_sam.pt"
             )
         # Stochastic depth grows linearly over all blocks (TinyViT's rule).
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
@@ -310,7 +317,8 @@ class MobileSAMEncoder(Backbone):
         taps = []
         for layer in self.layers:
             tap, x = layer(x)  # tap: stage output before merging; x: input of the next stage
-            taps.append(tap)  # (B, 64, H/4, W/4), (B, 128, H/8, W/8), (B, 160, H/16, W/16), (B, 320, H/16, W/16)
+            # (B, 64, H/4, W/4), (B, 128, H/8, W/8), (B, 160, H/16, W/16), (B, 320, H/16, W/16)
+            taps.append(tap)
         taps.append(self.neck(taps[-1]))  # (B, 256, H/16, W/16): SAM's image embedding
         return [taps[LEVELS.index(lv)] for lv in self.levels]
 
@@ -324,14 +332,14 @@ def _sam_filter(state: dict, model: nn.Module, path=None) -> dict:
         raise ValueError(
             f"weight file {path} is not a MobileSAM checkpoint: expected 'image_encoder.*' keys (a full SAM "
             f"state dict such as mobile_sam.pt) or the encoder's own keys (e.g. patch_embed.seq.0.c.weight); "
-            f"found {len(state)} keys: {_few(sorted(state), 6)}"
+            f"found {len(state)} keys: {few(sorted(state), 6)}"
         )
     own = model.state_dict()
     if not set(encoder) & set(own):
         raise ValueError(
             f"weight file {path} holds an image encoder of another architecture: none of its "
-            f"{len(encoder)} image_encoder keys matches MobileSAM's TinyViT (e.g. patch_embed.seq.0.c.weight); "
-            f"found {_few(sorted(encoder), 6)}"
+            f"{len(encoder)} image_encoder keys matches MobileSAM's TinyViT "
+            f"(e.g. patch_embed.seq.0.c.weight); found {few(sorted(encoder), 6)}"
         )
     dropped = sorted(k for k in encoder if k.startswith(_CLASSIFIER_PREFIXES) and k not in own)
     if dropped:
