@@ -1,6 +1,7 @@
 """Benchmarks, measured side by side in one run and reported as medians and ratios.
 
     python scripts/benchmark.py data [--backbone mci2] [--size 128] [--batch 8] [--steps 5]
+    python scripts/benchmark.py heads [--size 512] [--steps 5] [--backbones ...] [--heads ...]
 
 ``data``: time to generate one batch of the embedded synthetic scenes vs one training step of
 backbone + LR-ASPP on that batch. The ratio says whether data can ever starve training.
@@ -10,9 +11,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -64,15 +69,66 @@ def bench_data(args) -> dict[str, float]:
     return rows
 
 
+def count_macs(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """Multiply-accumulates of one forward (torch's FlopCounterMode counts 2 FLOPs per MAC)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops() / 2
+
+
+def bench_heads(args) -> list[dict]:
+    """LR-ASPP fidelity cost vs torchvision side by side, then params/MACs/latency per backbone x head."""
+    from torchvision.models.segmentation import lraspp_mobilenet_v3_large
+
+    from densekit import create_model
+
+    x = torch.rand(1, 3, args.size, args.size)
+    torch.manual_seed(0)
+    ours = create_model("seg", backbone={"name": "mobilenetv3_large", "dilated": True, "pretrained": False},
+                        head="lraspp", num_classes=21).eval()
+    tv = lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=21).eval()
+    with torch.no_grad():
+        ours(x), tv(x)  # warm-up
+        # interleave the two so machine noise hits both alike
+        t_ours, t_tv = [], []
+        for _ in range(args.steps):
+            t_ours.append(_median_time(lambda: ours(x), 1))
+            t_tv.append(_median_time(lambda: tv(x), 1))
+    m_ours, m_tv = statistics.median(t_ours), statistics.median(t_tv)
+    print(f"\nLR-ASPP MobileNetV3-Large at {args.size}x{args.size}, median of {args.steps}:")
+    print(f"  densekit {m_ours * 1000:.1f} ms | torchvision {m_tv * 1000:.1f} ms | ratio {m_ours / m_tv:.3f}")
+
+    rows = []
+    print(f"\n| backbone | head | params (M) | GMACs | CPU latency (ms, median of {args.steps}) |")
+    print("|---|---|---|---|---|")
+    for bb in args.backbones:
+        for head in args.heads:
+            torch.manual_seed(0)
+            model = create_model("seg", backbone={"name": bb, "pretrained": False}, head=head, num_classes=19).eval()
+            params = sum(p.numel() for p in model.parameters()) / 1e6
+            macs = count_macs(model, x) / 1e9
+            with torch.no_grad():
+                model(x)
+                ms = _median_time(lambda: model(x), args.steps) * 1000
+            rows.append({"backbone": bb, "head": head, "params_M": params, "GMACs": macs, "latency_ms": ms})
+            print(f"| {bb} | {head} | {params:.2f} | {macs:.2f} | {ms:.1f} |", flush=True)
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["data"])
+    parser.add_argument("what", choices=["data", "heads"])
     parser.add_argument("--backbone", default="mci2")
-    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--size", type=int, default=None, help="default: 128 for data, 512 for heads")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--backbones", nargs="+", default=["mci0", "mci1", "mci2", "mobilenetv3_large"])
+    parser.add_argument("--heads", nargs="+", default=["lraspp", "unet", "fpn", "deeplabv3plus", "ffnet"])
     args = parser.parse_args()
-    {"data": bench_data}[args.what](args)
+    args.size = args.size or (128 if args.what == "data" else 512)
+    {"data": bench_data, "heads": bench_heads}[args.what](args)
 
 
 if __name__ == "__main__":

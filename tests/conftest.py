@@ -28,3 +28,24 @@ def compose():
             return hydra_compose(config_name="train", overrides=list(overrides))
 
     return _compose
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """One seconds-long training run (experiment=smoke), shared by the tests that need a checkpoint:
+    returns (run_dir, final metrics, printed output)."""
+    import contextlib
+    import io
+
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from densekit.train import train
+
+    run_dir = tmp_path_factory.mktemp("smoke_run")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = hydra_compose(config_name="train", overrides=["experiment=smoke", f"output_dir={run_dir}"])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        metrics = train(cfg)
+    return run_dir, metrics, out.getvalue()

@@ -3,16 +3,15 @@ import sys
 
 import pytest
 import torch
+from PIL import Image
 
 from densekit.train import train
 from tests.conftest import ROOT
 
 
 @pytest.mark.slow
-def test_few_step_seg_run(compose, tmp_path, capsys):
-    cfg = compose(["experiment=smoke", f"output_dir={tmp_path}"])
-    metrics = train(cfg)
-    out = capsys.readouterr().out
+def test_few_step_seg_run(smoke_run):
+    tmp_path, metrics, out = smoke_run
     assert "Final validation metrics" in out and "val/mIoU" in out and "val/IoU/triangle" in out
     assert "Best checkpoint:" in out
     assert 0.0 <= metrics["val/mIoU"] <= 1.0 and 0.0 <= metrics["val/pixel_acc"] <= 1.0
@@ -20,6 +19,9 @@ def test_few_step_seg_run(compose, tmp_path, capsys):
     assert len(best) == 1 and (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert (tmp_path / "config.yaml").is_file()
     assert (tmp_path / "csv" / "metrics.csv").is_file()
+    # one validation picture (image | ground truth | prediction) per validation round, 4 samples stacked
+    pictures = sorted((tmp_path / "val_examples").glob("step*.png"))
+    assert pictures and Image.open(pictures[-1]).size == (3 * 64, 4 * 64)
     ckpt = torch.load(best[0], map_location="cpu", weights_only=False)
     assert ckpt["hyper_parameters"]["config"]["backbone"]["name"] == "mci0"
     assert any(k.startswith("model.head.") for k in ckpt["state_dict"])

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
+from PIL import Image
 from torch import nn
 
 
@@ -42,6 +45,12 @@ class DenseTask(pl.LightningModule):
     def compute_metrics(self) -> dict[str, float]:
         raise NotImplementedError
 
+    def make_panels(self, pred, batch: dict) -> list[np.ndarray]:
+        """Pictures of a few validation predictions (uint8 HWC); none by default."""
+        return []
+
+    num_val_images = 4
+
     # -- shared step ----------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         pred = self.forward_batch(batch)
@@ -59,6 +68,8 @@ class DenseTask(pl.LightningModule):
         loss = self.compute_loss(pred, batch)
         self.log("val/loss", loss, prog_bar=False, batch_size=batch["image"].shape[0], sync_dist=True)
         self.update_metrics(pred, batch)
+        if batch_idx == 0 and self.num_val_images and not self.trainer.sanity_checking:
+            self._val_panels = self.make_panels(pred, batch)[: self.num_val_images]
 
     def on_validation_epoch_end(self) -> None:
         metrics = self.compute_metrics()
@@ -66,6 +77,26 @@ class DenseTask(pl.LightningModule):
         headline = {k: v for k, v in finite.items() if k == self.monitor}
         self.log_dict(headline, prog_bar=True)
         self.log_dict({k: v for k, v in finite.items() if k not in headline}, prog_bar=False)
+        panels = getattr(self, "_val_panels", None)
+        if panels:
+            self.log_images("val/examples", panels)
+            self._val_panels = None
+
+    def log_images(self, key: str, images: list[np.ndarray]) -> None:
+        """Send pictures to the logger that can show them; otherwise save PNGs in the run directory."""
+        if self.trainer.global_rank != 0:
+            return
+        logger = self.logger
+        step = self.global_step
+        if isinstance(logger, pl.loggers.WandbLogger):
+            logger.log_image(key=key, images=list(images), step=step)
+        elif isinstance(logger, pl.loggers.TensorBoardLogger):
+            for i, img in enumerate(images):
+                logger.experiment.add_image(f"{key}/{i}", img, step, dataformats="HWC")
+        else:
+            out = Path(self.trainer.default_root_dir) / key.replace("/", "_")
+            out.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.concatenate(images, axis=0)).save(out / f"step{step:06d}.png")
 
     # -- optimisation ---------------------------------------------------------------------------
     def configure_optimizers(self):

@@ -6,6 +6,7 @@ from torch import nn
 
 from ..losses import seg_loss
 from ..metrics import SegMetrics
+from ..viz import seg_panel
 from .base import DenseTask
 
 
@@ -41,3 +42,11 @@ class SegTask(DenseTask):
         out = self.val_metrics.compute()
         self.val_metrics.reset()
         return out
+
+    def make_panels(self, logits, batch):
+        pred = logits.argmax(1).cpu().numpy()
+        target = batch["mask"].cpu().numpy()
+        return [
+            seg_panel(batch["image"][i], target[i], pred[i], self.num_classes, self.ignore_index)
+            for i in range(min(self.num_val_images, pred.shape[0]))
+        ]
