@@ -155,3 +155,21 @@ def test_true_offline_raises(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(RuntimeError, match=r"could not get pretrained weights for 'timm tag fastvit_mci0.apple_mclip'"):
         create_backbone("mci0", pretrained=True)
+
+
+@pytest.mark.parametrize("name", ["mci0", "mobilenetv3_large"])
+def test_freeze_options(name):
+    def trainable(bb):
+        return {n for n, p in bb.named_parameters() if p.requires_grad}
+
+    full = create_backbone(name)
+    assert trainable(full) == {n for n, _ in full.named_parameters()}
+    assert trainable(create_backbone(name, freeze=True)) == set()
+    bn = create_backbone(name, freeze="bn_only")
+    names = trainable(bn)
+    norm_biases = {
+        f"{mn}.bias" for mn, m in bn.named_modules() if isinstance(m, torch.nn.BatchNorm2d) and m.bias is not None
+    }
+    assert names == norm_biases and len(names) > 10
+    with pytest.raises(ValueError, match="freeze must be false, true or bn_only"):
+        create_backbone(name, freeze="top3")

@@ -239,13 +239,34 @@ BACKBONES: dict[str, type] = {name: TimmBackbone for name in TIMM_PRESETS}
 PRESETS: dict[str, dict] = dict(TIMM_PRESETS)
 
 
-def create_backbone(name: str, *, pretrained: bool | str = False, **kwargs) -> Backbone:
+_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+def apply_freeze(backbone: nn.Module, freeze: bool | str) -> nn.Module:
+    """Partial fine-tuning. False: train everything. True: train nothing in the backbone.
+    "bn_only": train only the shifts (biases) of the normalisation layers — MobileTL's memory-lean
+    transfer (Chiang et al., AAAI 2023), which needs no stored activations for the frozen weights."""
+    mode = str(freeze).strip().lower()
+    if mode in ("false", "none", "0"):
+        return backbone
+    if mode not in ("true", "bn_only"):
+        raise ValueError(f"backbone.freeze must be false, true or bn_only, got {freeze!r}")
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    if mode == "bn_only":
+        for m in backbone.modules():
+            if isinstance(m, _NORMS) and getattr(m, "bias", None) is not None:
+                m.bias.requires_grad_(True)
+    return backbone
+
+
+def create_backbone(name: str, *, pretrained: bool | str = False, freeze: bool | str = False, **kwargs) -> Backbone:
     """Backbone ``name`` following the contract (``channels``, ``reductions``, list of features).
 
-    ``pretrained``: False, True (timm hub tag), "auto" (hub if reachable, else warn once and go on from
-    random init), or a local weight file (loaded strictly).
+    ``pretrained``: False, True (hub weights), "auto" (hub if reachable, else warn once and go on from
+    random init), or a local weight file (loaded strictly). ``freeze``: False, True or "bn_only".
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; available: {sorted(BACKBONES)}")
     params = {**PRESETS.get(name, {}), **kwargs}
-    return BACKBONES[name](pretrained=pretrained, **params)
+    return apply_freeze(BACKBONES[name](pretrained=pretrained, **params), freeze)
