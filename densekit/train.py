@@ -69,7 +69,18 @@ def build_datamodule(cfg: DictConfig) -> DenseDataModule:
     return DenseDataModule(make, **loader)
 
 
-def build_task(cfg: DictConfig) -> pl.LightningModule:
+def check_data(cfg: DictConfig, datamodule: DenseDataModule) -> list[str] | None:
+    """Build the datasets (cheap: file listing) and check them against the config; return class names."""
+    datamodule.setup("fit")
+    names = getattr(datamodule.val_set, "class_names", None) or cfg.data.get("class_names")
+    if names is not None and len(names) != cfg.data.num_classes:
+        raise ValueError(
+            f"data.num_classes={cfg.data.num_classes} but data={cfg.data.name} has {len(names)} classes: {list(names)[:10]}"
+        )
+    return list(names) if names is not None else None
+
+
+def build_task(cfg: DictConfig, class_names: list[str] | None = None) -> pl.LightningModule:
     task = cfg.task.name
     model = create_model(task, backbone=_plain(cfg.backbone), head=_plain(cfg.head), num_classes=cfg.data.num_classes)
     config = _plain(cfg)
@@ -77,7 +88,7 @@ def build_task(cfg: DictConfig) -> pl.LightningModule:
         return TASK_MODULES[task](
             model,
             num_classes=cfg.data.num_classes,
-            class_names=list(cfg.data.class_names) if cfg.data.get("class_names") else None,
+            class_names=class_names,
             loss=_plain(cfg.task.loss),
             ignore_index=cfg.data.get("ignore_index", 255),
             optim=_plain(cfg.optim),
@@ -120,7 +131,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     run_dir = output_dir(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
-    module = build_task(cfg)
+    module = build_task(cfg, check_data(cfg, datamodule))
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     ckpt_dir = run_dir / "checkpoints"

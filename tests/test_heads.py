@@ -46,3 +46,13 @@ def test_lraspp_needs_a_stride_8_level():
 def test_lraspp_bad_pool():
     with pytest.raises(ValueError, match="lraspp pool must be"):
         LRASPPHead(CH, RED, 3, pool="max")
+
+
+def test_lraspp_paper_pooling_grid_at_cityscapes_size():
+    head = LRASPPHead(CH, RED, 3, pool={"kernel": [49, 49], "stride": [16, 20]}).eval()
+    high = torch.rand(1, CH[-1], 64, 128)  # 1024x2048 at output stride 16
+    assert head.scale[0](high).shape[-2:] == (1, 4)  # the paper's 1x4 grid of gates
+    crop = torch.rand(1, CH[-1], 49, 49)  # 769-px training crop: one global gate
+    torch.testing.assert_close(head.scale[0](crop), crop.mean((2, 3), keepdim=True))
+    small = torch.rand(1, CH[-1], 3, 5)  # smaller than the window: global pooling, no error
+    torch.testing.assert_close(head.scale[0](small), small.mean((2, 3), keepdim=True))

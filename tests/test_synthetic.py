@@ -108,3 +108,12 @@ def test_dataset_augment_keeps_image_and_mask_aligned():
 def test_dataset_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SyntheticScenes(**kwargs)
+
+
+def test_datamodule_rejects_a_train_split_smaller_than_a_batch():
+    from densekit.data import DenseDataModule
+
+    dm = DenseDataModule(lambda split: SyntheticScenes(split, length=3, size=(32, 32)), batch_size=4)
+    dm.setup("fit")
+    with pytest.raises(ValueError, match="the train split has 3 samples, fewer than batch_size=4"):
+        dm.train_dataloader()

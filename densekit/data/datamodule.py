@@ -42,6 +42,11 @@ class DenseDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        if len(self.train_set) < self.batch_size:
+            # drop_last would otherwise make an empty epoch: training would silently do nothing
+            raise ValueError(
+                f"the train split has {len(self.train_set)} samples, fewer than batch_size={self.batch_size}"
+            )
         return self._loader(self.train_set, self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:

@@ -4,7 +4,8 @@ A reader lists (image, mask) file pairs at construction (cheap: directory listin
 split opens instantly) and checks contents when a sample is loaded: readable image, single-channel mask
 of the same size, every label known to the format. A bad sample is a ``ValueError`` naming the file, or,
 with ``skip_bad=True``, is replaced by the next good sample (deterministic, so epochs stay reproducible),
-counted, and reported with a ``BadSampleWarning`` carrying the count.
+counted, and reported with a ``BadSampleWarning`` carrying the count (each DataLoader worker process
+keeps its own count, as it holds its own copy of the dataset).
 """
 
 from __future__ import annotations
@@ -67,11 +68,11 @@ def pair_by_key(images: dict[str, Path], masks: dict[str, Path], image_dir: Path
 
 class SegDataset(Dataset):
     """Base of the real segmentation readers. Subclasses set ``class_names``, ``splits`` and ``lut`` (raw
-    mask value -> train id) and implement ``_pairs(split)``.
+    mask value -> train id) and implement ``_pairs(split)`` (setting ``self.listed`` to what it read).
 
     Arguments shared by every reader:
       split       one of the reader's ``splits``
-      root        the dataset folder (see datasets/README.md)
+      root        the dataset folder (see datasets/README.md); None = ``default_root``
       augment     train-only random ops (``densekit.data.transforms``); ignored for other splits
       resize      short side in pixels for every split (deterministic), or None for the native size
       targets     what the task asks for; segmentation readers provide only "mask"
@@ -84,13 +85,14 @@ class SegDataset(Dataset):
     split_aliases: dict[str, str] = {}
     lut: np.ndarray
     label_desc = ""  # the valid raw values, for error messages
+    default_root = "datasets"  # relative to the working directory, like data.root
     # single-channel label maps only: an RGB "mask" is a colour rendering, whose colours are not class ids
-    mask_modes: tuple[str, ...] = ("L", "P", "I", "I;16")
+    mask_modes: tuple[str, ...] = ("L", "P", "I", "I;16", "1")
 
     def __init__(
         self,
         split: str = "train",
-        root: str | Path = ".",
+        root: str | Path | None = None,
         augment: dict | None = None,
         targets: tuple[str, ...] = ("mask",),
         skip_bad: bool = False,
@@ -106,17 +108,20 @@ class SegDataset(Dataset):
             raise ValueError(f"{name} provides only the 'mask' target; the task asked for {list(targets)}")
         if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
             raise ValueError(f"{name}: length must be a positive int or null, got {length!r}")
-        self.split, self.root, self.skip_bad = split, Path(root).expanduser(), bool(skip_bad)
+        self.split, self.skip_bad = split, bool(skip_bad)
+        self.root = Path(root if root is not None else self.default_root).expanduser()
         if not self.root.is_dir():
             raise missing(self.root, f"{name} root")
-        self.files = self._pairs(split)
-        if not self.files:
-            raise ValueError(f"{name}: split {split!r} is empty: no samples found under {self.root.resolve()}")
-        self.length = len(self.files) if length is None else int(length)
+        # the config is checked before any file is touched: a typo should not wait for a directory listing
         self.resize = check_resize(resize)
-        train = build_augment(augment, resize=self.resize, targets=tuple(targets))  # validates the config
+        train = build_augment(augment, resize=self.resize, targets=tuple(targets))
         is_train = split == self.split_aliases.get("train", "train")
         self.augment = train if is_train else build_augment(None, resize=self.resize)  # val: deterministic
+        self.listed = self.root  # what _pairs read (a folder or a list file), for the empty-split error
+        self.files = self._pairs(split)
+        if not self.files:
+            raise ValueError(f"{name}: split {split!r} is empty: no samples in {self.listed.resolve()}")
+        self.length = len(self.files) if length is None else int(length)
         self.skipped: dict[int, str] = {}  # index into files -> why it was skipped (this process)
 
     @property
@@ -132,10 +137,13 @@ class SegDataset(Dataset):
     # -- loading -------------------------------------------------------------------------------------
     @staticmethod
     def _open(path: Path, what: str) -> Image.Image:
+        img = None
         try:
             img = Image.open(path)
             img.load()  # decode now: a truncated or corrupt file fails here, not somewhere later
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            if img is not None:
+                img.close()
             raise BadSampleError(f"{path}: unreadable {what} ({type(exc).__name__}: {exc})") from None
         return img
 
@@ -147,7 +155,7 @@ class SegDataset(Dataset):
                 f"{path}: expected a single-channel label PNG of class indices (mode {'/'.join(self.mask_modes)}), "
                 f"got mode {img.mode} -- a colour rendering instead of label indices?"
             )
-        return np.asarray(img)
+        return np.asarray(img).astype(np.uint8) if img.mode == "1" else np.asarray(img)  # "1": bilevel PNG
 
     def encode(self, raw: np.ndarray, path: Path) -> np.ndarray:
         """Raw mask values -> train ids in [0, K) or 255; unknown values are an error naming the file."""

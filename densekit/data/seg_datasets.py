@@ -31,6 +31,7 @@ class CityscapesSeg(SegDataset):
     them are not read.)"""
 
     class_names = CITYSCAPES_CLASSES
+    default_root = "datasets/cityscapes"
     splits = ("train", "val", "test")
     lut = label_lut(CITYSCAPES_LABEL_TO_TRAIN)
     label_desc = "Cityscapes labelIds 0..33 (gtFine_labelIds.png, not the color or trainIds file)"
@@ -41,6 +42,7 @@ class CityscapesSeg(SegDataset):
         for path, what in ((image_root, "Cityscapes leftImg8bit split"), (mask_root, "Cityscapes gtFine split")):
             if not path.is_dir():
                 raise missing(path, what)
+        self.listed = image_root
         images, masks = {}, {}
         for city in sorted(p for p in image_root.iterdir() if p.is_dir()):
             for path in list_files(city, ("_leftimg8bit.png",), "city folder"):
@@ -58,6 +60,7 @@ class ADE20KSeg(SegDataset):
     ``training``/``validation`` splits."""
 
     class_names = ADE20K_CLASSES
+    default_root = "datasets/ade20k"
     splits = ("training", "validation")
     split_aliases = {"train": "training", "val": "validation"}
     lut = label_lut(ADE20K_LABEL_TO_TRAIN)
@@ -66,6 +69,7 @@ class ADE20KSeg(SegDataset):
     def _pairs(self, split):
         base = self.root / "ADEChallengeData2016" if (self.root / "ADEChallengeData2016").is_dir() else self.root
         image_dir, mask_dir = base / "images" / split, base / "annotations" / split
+        self.listed = image_dir
         images = {p.stem: p for p in list_files(image_dir, (".jpg",), "ADE20K images folder")}
         masks = {p.stem: p for p in list_files(mask_dir, (".png",), "ADE20K annotations folder")}
         return pair_by_key(images, masks, image_dir, mask_dir)
@@ -78,6 +82,7 @@ class VOCSeg(SegDataset):
     holding it, or the folder holding ``VOCdevkit``."""
 
     class_names = VOC_CLASSES
+    default_root = "datasets/voc"
     splits = ("train", "val", "trainval")
     lut = label_lut(VOC_LABEL_TO_TRAIN)
     label_desc = "VOC class indices 0..20 or 255 (border)"
@@ -92,6 +97,7 @@ class VOCSeg(SegDataset):
         list_file = base / "ImageSets" / "Segmentation" / f"{split}.txt"
         if not list_file.is_file():
             raise missing(list_file, f"VOC split list {split}.txt")
+        self.listed = list_file
         ids = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
         images = {i: base / "JPEGImages" / f"{i}.jpg" for i in ids}
         masks = {i: base / "SegmentationClass" / f"{i}.png" for i in ids}
@@ -108,8 +114,11 @@ class FolderSeg(SegDataset):
     ignore. The class list is ``classes`` (names, or a path to a text file) or ``root/classes.txt`` (one
     name per line, line i = class i)."""
 
-    def __init__(self, split: str = "train", root: str | Path = ".", classes=None, **kwargs):
-        self.root = Path(root).expanduser()
+    default_root = "datasets/folder"
+    splits = ()  # any split folder the user made (train, val, test, ...); a missing one names its path
+
+    def __init__(self, split: str = "train", root: str | Path | None = None, classes=None, **kwargs):
+        self.root = Path(root if root is not None else self.default_root).expanduser()
         if not self.root.is_dir():
             raise missing(self.root, "FolderSeg root")
         names = self._read_classes(classes)
@@ -123,7 +132,7 @@ class FolderSeg(SegDataset):
         if classes is None or isinstance(classes, (str, Path)):
             path = self.root / "classes.txt" if classes is None else Path(classes).expanduser()
             if not path.is_file():
-                raise missing(path, "class list (give data.class_names, or one name per line in classes.txt)")
+                raise missing(path, "class list (set data.class_names, or write one name per line to classes.txt)")
             names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
             source = str(path)
         else:
@@ -134,10 +143,9 @@ class FolderSeg(SegDataset):
             raise ValueError(f"{source}: class names must be unique, got {names}")
         return names
 
-    splits = ()  # any split folder the user made (train, val, test, ...); a missing one names its path
-
     def _pairs(self, split):
         image_dir, mask_dir = self.root / "images" / split, self.root / "masks" / split
+        self.listed = image_dir
         images, masks = {}, {}
         for files, directory, suffixes, what in (
             (images, image_dir, IMAGE_SUFFIXES, "images folder"),

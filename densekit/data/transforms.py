@@ -55,8 +55,8 @@ def check_resize(resize) -> int | None:
     """``resize`` (short side in pixels) -> int, or None; a clear error otherwise."""
     if resize is None:
         return None
-    if isinstance(resize, bool) or not isinstance(resize, int) or resize < 16:
-        raise ValueError(f"resize (the short side in pixels) must be an int >= 16 or null, got {resize!r}")
+    if isinstance(resize, bool) or not isinstance(resize, int) or resize < 8:
+        raise ValueError(f"resize (the short side in pixels) must be an int >= 8 or null, got {resize!r}")
     return resize
 
 
@@ -106,7 +106,7 @@ def build_augment(
     aug = A.Compose(
         ops,
         additional_targets={"image2": "image", "depth": "mask", "valid": "mask", "flow": "mask"},
-        mask_interpolation=cv2.INTER_NEAREST,  # labels are never blended
+        mask_interpolation=cv2.INTER_NEAREST_EXACT,  # never blends labels; pixel centres align with INTER_LINEAR
         save_applied_params=True,  # to know which flips ran (flow signs)
         seed=torch.initial_seed() % 2**32,  # reproducible under pl.seed_everything
     )

@@ -13,6 +13,19 @@ def _pick_level(reductions: list[int], want: int, what: str) -> int:
     return reductions.index(want)
 
 
+class _ClampedAvgPool(nn.Module):
+    """Average pooling whose window shrinks to the map when the map is smaller (then it is global pooling,
+    which is what the paper's 49x49 window amounts to on its 769-px training crops at output stride 16)."""
+
+    def __init__(self, kernel: tuple[int, int], stride: tuple[int, int]):
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = (min(self.kernel[0], x.shape[-2]), min(self.kernel[1], x.shape[-1]))
+        return F.avg_pool2d(x, k, self.stride)  # 1024x2048 at OS16 (64x128) -> a 1x4 grid, as in the paper
+
+
 class LRASPPHead(nn.Module):
     """Lite R-ASPP (Howard et al., "Searching for MobileNetV3", ICCV 2019, Fig. 10), the torchvision layout.
 
@@ -45,7 +58,7 @@ class LRASPPHead(nn.Module):
         if pool == "global":
             pooling = nn.AdaptiveAvgPool2d(1)
         elif isinstance(pool, dict) and {"kernel", "stride"} <= set(pool):
-            pooling = nn.AvgPool2d(tuple(pool["kernel"]), tuple(pool["stride"]), ceil_mode=True)
+            pooling = _ClampedAvgPool(tuple(pool["kernel"]), tuple(pool["stride"]))
         else:
             raise ValueError(f"lraspp pool must be 'global' or {{'kernel': [kh, kw], 'stride': [sh, sw]}}, got {pool!r}")
         self.scale = nn.Sequential(pooling, nn.Conv2d(high_ch, inter_channels, 1, bias=False), nn.Sigmoid())

@@ -1,0 +1,58 @@
+"""Every published-configuration recipe composes and trains a few steps on fixture data in its real format."""
+
+import pytest
+
+from densekit.train import train
+from tests.test_seg_datasets import make_ade, make_cityscapes, make_folder
+
+SHRINK = [
+    "backbone.pretrained=false",
+    "data.augment.crop=[32,64]",
+    "data.batch_size=1",
+    "data.val_batch_size=1",
+    "data.num_workers=0",
+    "trainer.max_steps=2",
+    "trainer.val_check_interval=1",
+    "+trainer.limit_val_batches=1",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.enable_progress_bar=false",
+    "logger=csv",
+]
+
+RECIPES = {
+    "lraspp_mbv3_cityscapes": (make_cityscapes, {"backbone.name": "mobilenetv3_large", "head.name": "lraspp",
+                                                  "data.name": "cityscapes", "optim.name": "sgd"}),
+    "mci2_fpn_ade20k": (make_ade, {"backbone.name": "mci2", "head.name": "fpn", "data.name": "ade20k",
+                                   "optim.lr": 2e-4}),
+    "mobilesam_lraspp_cityscapes": (make_cityscapes, {"backbone.name": "mobilesam", "head.name": "lraspp",
+                                                      "data.name": "cityscapes"}),
+}
+
+
+def _get(cfg, dotted):
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_recipe_composes_and_trains(compose, tmp_path, recipe):
+    make, expected = RECIPES[recipe]
+    root = make(tmp_path / "data")
+    cfg = compose([f"experiment={recipe}", f"data.root={root}", f"output_dir={tmp_path / 'run'}", *SHRINK])
+    for key, value in expected.items():
+        assert _get(cfg, key) == value
+    metrics = train(cfg)
+    assert 0.0 <= metrics["val/mIoU"] <= 1.0
+    assert list((tmp_path / "run" / "checkpoints").glob("*.ckpt"))
+
+
+def test_recipes_keep_their_published_settings(compose):
+    lr = compose(["experiment=lraspp_mbv3_cityscapes"])
+    assert lr.backbone.dilated and lr.backbone.reduced_tail
+    assert list(lr.head.pool.kernel) == [49, 49] and list(lr.head.pool.stride) == [16, 20]
+    assert list(lr.data.augment.crop) == [769, 769]
+    fpn = compose(["experiment=mci2_fpn_ade20k"])
+    assert list(fpn.data.augment.crop) == [512, 512] and fpn.optim.name == "adamw" and fpn.trainer.max_steps == 40000
