@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py data [--backbone mci2] [--size 128] [--batch 8] [--steps 5]
     python scripts/benchmark.py heads [--size 512] [--steps 5] [--backbones ...] [--heads ...]
+    python scripts/benchmark.py backbones [--sizes 256 512] [--steps 5] [--backbones ...]
 
 ``data``: time to generate one batch of the embedded synthetic scenes vs one training step of
 backbone + LR-ASPP on that batch. The ratio says whether data can ever starve training.
@@ -117,18 +118,70 @@ def bench_heads(args) -> list[dict]:
     return rows
 
 
+_PEAK_RSS = """
+import sys, torch
+sys.path.insert(0, {root!r})
+from densekit import create_backbone
+torch.manual_seed(0)
+bb = create_backbone({name!r}, pretrained=False).eval()
+x = torch.rand(1, 3, {size}, {size})
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1])  # kB
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current RSS
+base = status("VmRSS:")
+with torch.no_grad():
+    bb(x)
+print((status("VmHWM:") - base) / 1024)
+"""
+
+
+def peak_forward_mib(name: str, size: int) -> float:
+    """Extra peak resident memory (MiB) of one inference forward, measured in a fresh process."""
+    import subprocess
+
+    code = _PEAK_RSS.format(root=str(Path(__file__).resolve().parents[1]), name=name, size=size)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def bench_backbones(args) -> list[dict]:
+    """Params, MACs, CPU latency (median) and peak forward memory per backbone and input size."""
+    from densekit import create_backbone
+
+    rows = []
+    print(f"\n| backbone | input | params (M) | GMACs | CPU latency (ms, median of {args.steps}) | peak fwd memory (MiB) |")
+    print("|---|---|---|---|---|---|")
+    for name in args.backbones:
+        torch.manual_seed(0)
+        bb = create_backbone(name, pretrained=False).eval()
+        params = sum(p.numel() for p in bb.parameters()) / 1e6
+        for size in args.sizes:
+            x = torch.rand(1, 3, size, size)
+            macs = count_macs(bb, x) / 1e9
+            with torch.no_grad():
+                bb(x)
+                ms = _median_time(lambda: bb(x), args.steps) * 1000
+            mem = peak_forward_mib(name, size)
+            rows.append({"backbone": name, "size": size, "params_M": params, "GMACs": macs, "latency_ms": ms, "peak_MiB": mem})
+            print(f"| {name} | {size}² | {params:.2f} | {macs:.2f} | {ms:.1f} | {mem:.0f} |", flush=True)
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["data", "heads"])
+    parser.add_argument("what", choices=["data", "heads", "backbones"])
     parser.add_argument("--backbone", default="mci2")
     parser.add_argument("--size", type=int, default=None, help="default: 128 for data, 512 for heads")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--backbones", nargs="+", default=["mci0", "mci1", "mci2", "mobilenetv3_large"])
+    parser.add_argument("--backbones", nargs="+", default=["mci0", "mci1", "mci2", "mobilenetv3_large", "mobilesam"])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[256, 512])
     parser.add_argument("--heads", nargs="+", default=["lraspp", "unet", "fpn", "deeplabv3plus", "ffnet"])
     args = parser.parse_args()
     args.size = args.size or (128 if args.what == "data" else 512)
-    {"data": bench_data, "heads": bench_heads}[args.what](args)
+    {"data": bench_data, "heads": bench_heads, "backbones": bench_backbones}[args.what](args)
 
 
 if __name__ == "__main__":
