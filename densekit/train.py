@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 
 from .data import DenseDataModule, build_dataset
 from .models import create_model
@@ -148,6 +148,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     trainer_kwargs = _plain(cfg.trainer)
+    if trainer_kwargs.get("enable_progress_bar", True):
+        # tqdm, not rich (picked when rich is installed): it also shows progress in logs and CI output
+        callbacks.append(TQDMProgressBar())
     trainer = pl.Trainer(default_root_dir=str(run_dir), logger=logger, callbacks=callbacks, **trainer_kwargs)
     with warnings.catch_warnings():
         # The synthetic data is generated in the main process on purpose (it is cheaper than a worker).
