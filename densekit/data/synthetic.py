@@ -55,7 +55,7 @@ class SceneConfig:
     width: int = 128
     min_objects: int = 3
     max_objects: int = 6
-    camouflage: float = 0.2  # probability that an object gets a random hue instead of its class hue
+    camouflage: float = 0.15  # probability that an object gets a random hue instead of its class hue
     hue_jitter: float = 0.06
     min_depth: float = 1.5  # metres, object depth range
     max_depth: float = 6.0
@@ -92,7 +92,7 @@ def _shape_mask(kind: int, u: np.ndarray, v: np.ndarray, aspect: float) -> np.nd
     if kind == 4:  # five-pointed star (smooth polar profile)
         r = np.sqrt(u * u + v * v)
         phi = np.arctan2(v, u)
-        return r <= 0.7 + 0.3 * np.cos(5 * phi)
+        return r <= 0.78 + 0.22 * np.cos(5 * phi)
     raise ValueError(f"unknown shape class {kind}")
 
 
