@@ -18,7 +18,6 @@ reverse (the adjoint of a linear recurrence), so autograd does not keep one node
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -126,9 +125,9 @@ def _check(u, delta, A, B, C, D, z, delta_bias):
 # --- pure-PyTorch scan ----------------------------------------------------------------------------
 
 
-def _chunk_len(length: int) -> int:
-    """About sqrt(L), a power of two in [8, 256]: balances the in-chunk steps against the carry scan."""
-    return int(min(256, max(8, 2 ** round(math.log2(max(length, 1)) / 2))))
+# Chunk length of the scan. Short chunks and a recursive carry scan keep the number of PyTorch ops
+# per scan small (~4T per level, log_T(L) levels), which matters more than op size on a busy CPU.
+_CHUNK = 8
 
 
 def _selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
@@ -147,7 +146,7 @@ def _selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     else:
         # Long sequence: blocks of time steps, the state carried between them; under autograd each
         # block is recomputed in backward instead of keeping its (L, B, D, N) intermediates.
-        block = _chunk_len(block) * max(1, block // _chunk_len(block))
+        block = _CHUNK * max(1, block // _CHUNK)
         h, ys = uc.new_zeros(batch, dim, n), []
         for s in range(0, length, block):
             part = [X[..., s : s + block] if X.dim() >= 3 else X for X in (uc, dt, A, B, C)]
@@ -164,21 +163,33 @@ def _scan_block(u, dt, A, B, C, h0):
     """y (B, D, L) and the final state (B, D, N) of h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t from h0."""
     batch, dim, length = u.shape
     n = A.shape[1]
-    T = _chunk_len(length)
-    pad = (-length) % T
+    pad = (-length) % _CHUNK
     lp = length + pad
     # dt = 0 in the padding gives decay 1 and input 0: the state is unchanged, outputs are cropped.
-    dt_s = F.pad(dt, (0, pad)).permute(2, 0, 1)  # (Lp, B, D), sequence-major
-    du_s = F.pad(dt * u, (0, pad)).permute(2, 0, 1)  # (Lp, B, D)
-    a = torch.exp(dt_s[..., None] * A)  # (Lp, B, D, N)
+    # Small (Lp, B, D) inputs made contiguous so that every (Lp, B, D, N) product below is laid out
+    # sequence-major (elementwise outputs follow their inputs' memory order).
+    dt_s = F.pad(dt, (0, pad)).permute(2, 0, 1).contiguous()  # (Lp, B, D)
+    du_s = F.pad(dt * u, (0, pad)).permute(2, 0, 1).contiguous()  # (Lp, B, D)
+    a = (dt_s[..., None] * A).exp_()  # (Lp, B, D, N); in place: the product is a temporary
     gb, Bs = _seq_major(B, pad, dim)
     b = (du_s.reshape(lp, batch, gb, dim // gb, 1) * Bs).reshape(lp, batch, dim, n)  # (Lp, B, D, N)
     if h0 is not None:  # the carried state enters through the first step's input: b_0 += a_0 h0
         b = torch.cat([b[:1] + a[:1] * h0, b[1:]], dim=0)
-    h = _LinearScan.apply(a.reshape(lp, -1), b.reshape(lp, -1)).view(lp, batch, dim, n)  # (Lp, B, D, N)
+    a2, b2 = a.reshape(lp, -1), b.reshape(lp, -1)  # (Lp, B*D*N)
+    if torch.is_grad_enabled() and (a2.requires_grad or b2.requires_grad):
+        h = _LinearScan.apply(a2, b2)
+    else:  # inference: scan in place, b is a temporary
+        _scan_(b2, a2, reverse=False)
+        h = b2
     gc, Cs = _seq_major(C, pad, dim)
-    y = torch.matmul(h.view(lp, batch, gc, dim // gc, n), Cs.transpose(-1, -2))  # (Lp, B, G, D/G, 1)
+    hg = h.view(lp, batch, gc, dim // gc, n)  # (Lp, B, G, D/G, N)
+    if C.dim() == 2:
+        y = (hg * Cs).sum(-1)  # (Lp, B, D, 1)
+    else:  # one (1, N) @ (N, D/G) product per (step, batch, group): CPU bmm is ~3x faster this way round
+        rows = Cs.reshape(-1, 1, n)  # (Lp*B*G, 1, N)
+        y = torch.bmm(rows, hg.reshape(-1, dim // gc, n).transpose(1, 2))  # (Lp*B*G, 1, D/G)
     y = y.reshape(lp, batch, dim)[:length].permute(1, 2, 0)  # (B, D, L)
+    h = h.view(lp, batch, dim, n)
     return y, h[length - 1].clone()  # a copy: a view would keep the whole (Lp, B, D, N) buffer alive
 
 
@@ -187,8 +198,8 @@ def _seq_major(X, pad, dim):
     if X.dim() == 2:  # time-invariant (D, N): one group per channel
         return dim, X[None, None, :, None, :]  # (1, 1, D, 1, N)
     if X.dim() == 3:
-        return 1, F.pad(X, (0, pad)).permute(2, 0, 1)[:, :, None, None, :]  # (Lp, B, 1, 1, N)
-    return X.shape[1], F.pad(X, (0, pad)).permute(3, 0, 1, 2)[:, :, :, None, :]  # (Lp, B, G, 1, N)
+        return 1, F.pad(X, (0, pad)).permute(2, 0, 1).contiguous()[:, :, None, None, :]  # (Lp, B, 1, 1, N)
+    return X.shape[1], F.pad(X, (0, pad)).permute(3, 0, 1, 2).contiguous()[:, :, :, None, :]  # (Lp, B, G, 1, N)
 
 
 class _LinearScan(torch.autograd.Function):
@@ -208,12 +219,15 @@ class _LinearScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_h):
         a, h = ctx.saved_tensors
-        a_next = torch.zeros_like(a, memory_format=torch.contiguous_format)
-        a_next[:-1] = a[1:]
         g = grad_h.clone(memory_format=torch.contiguous_format)
-        _scan_(g, a_next, reverse=True)
-        grad_a = torch.zeros_like(g)
-        grad_a[1:] = g[1:] * h[:-1]
+        if g.shape[0] > 1:
+            # g_t += a_{t+1} g_{t+1} is the reverse scan of (g[:-1], a[1:]) whose last input also takes
+            # the final step's contribution: views, no shifted copy of a.
+            g[-2].addcmul_(a[-1], g[-1])
+            _scan_(g[:-1], a[1:], reverse=True)
+        grad_a = torch.empty_like(g)
+        grad_a[0].zero_()
+        torch.mul(g[1:], h[:-1], out=grad_a[1:])
         return grad_a, g
 
 
@@ -221,43 +235,43 @@ class _LinearScan(torch.autograd.Function):
 def _scan_(h, a, reverse: bool) -> None:
     """In place on h (holding b): h_t += a_t h_{t-1} (forward) or h_t += a_t h_{t+1} (reverse).
 
-    Chunked: (1) a local scan inside every chunk at once (zero initial state) while accumulating each
-    chunk's total decay; (2) the chunk boundary states are a scan of length L/T over (decay, local
-    end), done recursively; (3) each chunk's carry decays through the chunk and is added.
+    Chunked: (1) a local scan inside every chunk at once (zero initial state); (2) the chunk boundary
+    states are a scan of length L/T over (chunk decay, local end), done recursively; (3) each chunk's
+    carry decays through the chunk and is added. Few, large ops: the loops run T steps per level.
     """
     length = h.shape[0]
-    T = _chunk_len(length)
-    while length % T and T > 8:  # prefer a chunk that divides the length (no padded copy)
-        T //= 2
+    T = _CHUNK
+    h, a = h.view(length, -1), a.view(length, -1)  # (L, M); contiguous along M
     if length <= 2 * T:  # short: the plain loop is cheapest
-        steps = h.unbind(0)
-        av = a.unbind(0)
+        steps, av = h.unbind(0), a.unbind(0)
         order = range(length - 2, -1, -1) if reverse else range(1, length)
         for t in order:
             steps[t].addcmul_(av[t], steps[t + 1 if reverse else t - 1])
         return
-    pad = (-length) % T
-    if pad:  # only in the recursion (the top level is padded upstream); zeros leave the rest unchanged
-        hp, ap = F.pad(h, (0, 0, 0, pad)), F.pad(a, (0, 0, 0, pad))
-        _scan_(hp, ap, reverse)
-        h.copy_(hp[:length])
+    main = length - length % T
+    if main < length:  # a tail shorter than a chunk: plain steps after (forward) / before (reverse) the rest
+        steps, av = h.unbind(0), a.unbind(0)
+        if reverse:
+            for t in range(length - 2, main - 2, -1):  # the last step also feeds the chunked part
+                steps[t].addcmul_(av[t], steps[t + 1])
+            _scan_(h[:main], a[:main], reverse)
+        else:
+            _scan_(h[:main], a[:main], reverse)
+            for t in range(main, length):
+                steps[t].addcmul_(av[t], steps[t - 1])
         return
     nc = length // T
     hv = h.view(nc, T, -1).unbind(1)  # T views (nc, M): step t of every chunk
     av = a.view(nc, T, -1).unbind(1)
     order = list(range(T - 1, -1, -1)) if reverse else list(range(T))
-    decay = av[order[0]].clone()  # (nc, M): product of the decays over each chunk
     for prev, t in zip(order[:-1], order[1:]):
         hv[t].addcmul_(av[t], hv[prev])  # (nc, M)
-        decay.mul_(av[t])
-    # Boundary states: a scan over chunks, coefficient = chunk decay, input = local chunk end.
+    # Boundary states: a scan over chunks, coefficient = the chunk's total decay, input = its local end.
+    decay = a.view(nc, T, -1).prod(dim=1)  # (nc, M)
     ends = hv[order[-1]].clone()  # (nc, M)
     _scan_(ends, decay, reverse)
     # Carry into chunk c: the boundary state of its predecessor (successor in reverse).
-    if reverse:
-        carry, sl = ends[1:], slice(0, nc - 1)
-    else:
-        carry, sl = ends[:-1], slice(1, nc)
+    carry, sl = (ends[1:], slice(0, nc - 1)) if reverse else (ends[:-1], slice(1, nc))
     f = carry.clone()  # (nc-1, M), decayed step by step through the chunk
     for t in order:
         f.mul_(av[t][sl])

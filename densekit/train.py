@@ -22,7 +22,9 @@ from .tasks import TASK_MODULES
 log = logging.getLogger(__name__)
 
 # Which heads make sense for which task; checked before any data or model is built.
-TASK_HEADS = {"seg": {"lraspp", "unet", "fpn", "deeplabv3plus", "ffnet"}}
+TASK_HEADS = {"seg": {"lraspp", "unet", "fpn", "deeplabv3plus", "ffnet", "lightm"}}
+TASK_DIMS = {"seg": 2}
+BACKBONE_DIMS = {"lightm3d": 3}  # every other backbone is 2D
 
 
 def _plain(node) -> dict:
@@ -37,6 +39,11 @@ def check_config(cfg: DictConfig) -> None:
     heads = TASK_HEADS[task]
     if cfg.head.name not in heads:
         raise ValueError(f"head={cfg.head.name} does not fit task={task}; valid heads: {sorted(heads)}")
+    dims = BACKBONE_DIMS.get(cfg.backbone.name, 2)
+    if dims != TASK_DIMS[task]:
+        raise ValueError(
+            f"backbone={cfg.backbone.name} is {dims}D but task={task} needs a {TASK_DIMS[task]}D backbone"
+        )
 
 
 def output_dir(cfg: DictConfig) -> Path:

@@ -46,5 +46,17 @@ def test_smoke_experiment_composes(compose):
 def test_incompatible_head_is_rejected_before_building(compose):
     cfg = compose([])
     cfg.head.name = "unet3d"
-    with pytest.raises(ValueError, match=r"head=unet3d does not fit task=seg; valid heads: \['deeplabv3plus', 'ffnet', 'fpn', 'lraspp', 'unet'\]"):
+    with pytest.raises(ValueError, match=r"head=unet3d does not fit task=seg; valid heads: \['deeplabv3plus', 'ffnet', 'fpn', 'lightm', 'lraspp', 'unet'\]"):
         check_config(cfg)
+
+
+def test_3d_backbone_for_a_2d_task_is_rejected(compose):
+    cfg = compose(["backbone=lightm3d"])
+    with pytest.raises(ValueError, match=r"backbone=lightm3d is 3D but task=seg needs a 2D backbone"):
+        check_config(cfg)
+
+
+def test_lightm_unet_composes(compose):
+    cfg = compose(["backbone=lightm", "head=lightm"])
+    check_config(cfg)
+    assert cfg.backbone.blocks_down == [1, 2, 2, 4] and cfg.backbone.d_state == 16

@@ -8,7 +8,7 @@ from densekit.losses import seg_loss
 from densekit.models import create_head
 from densekit.models.decoders import PyramidAdapter
 
-BACKBONES = ["mci0", "mci1", "mci2", {"name": "mobilenetv3_large", "dilated": True}, "mobilenetv3_large", "mobilesam"]
+BACKBONES = ["mci0", "mci1", "mci2", {"name": "mobilenetv3_large", "dilated": True}, "mobilenetv3_large", "mobilesam"]  # lightm: test_lightm.py (its full-res Mamba is slow here)
 HEADS = ["lraspp", "unet", "fpn", "deeplabv3plus", "ffnet"]
 
 
@@ -75,5 +75,12 @@ def test_pyramid_adapter_pools_repeated_strides():
 
 
 def test_unknown_head_lists_options():
-    with pytest.raises(ValueError, match=r"unknown head 'psp'; available: \['deeplabv3plus', 'ffnet', 'fpn', 'lraspp', 'unet'\]"):
+    with pytest.raises(ValueError, match=r"unknown head 'psp'; available: \['deeplabv3plus', 'ffnet', 'fpn', 'lightm', 'lraspp', 'unet'\]"):
         create_head("psp", [8, 8, 8, 8], [4, 8, 16, 32], 2)
+
+
+def test_lightm_unet_as_backbone_plus_head_is_the_release():
+    model = create_model("seg", backbone="lightm", head="lightm", num_classes=2)
+    assert sum(p.numel() for p in model.parameters()) == 5_011_765  # reference/models.md: released 2D network
+    with torch.no_grad():
+        assert model.eval()(torch.rand(1, 3, 30, 44)).shape == (1, 2, 30, 44)

@@ -19,3 +19,12 @@ from .tinyvit import MobileSAMEncoder  # noqa: E402
 
 BACKBONES["mobilesam"] = MobileSAMEncoder
 _PRESETS["mobilesam"] = {}
+
+from .heads import HEADS as _HEADS  # noqa: E402
+from .lightm import LightMDecoder, LightMEncoder, LightMUNet  # noqa: E402
+
+BACKBONES["lightm"] = LightMEncoder
+_PRESETS["lightm"] = {"dims": 2, "in_channels": 3}
+BACKBONES["lightm3d"] = LightMEncoder
+_PRESETS["lightm3d"] = {"dims": 3, "in_channels": 4}
+_HEADS["lightm"] = LightMDecoder  # backbone=lightm head=lightm is the released LightM-UNet
