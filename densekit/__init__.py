@@ -1,7 +1,7 @@
 """densekit: dense prediction (segmentation, depth, flow, 3D volumes) from mobile backbones."""
 
-from . import metrics
+from . import metrics, ops
 from .models import create_backbone, create_model
 
 __version__ = "0.1.0"
-__all__ = ["create_backbone", "create_model", "metrics", "__version__"]
+__all__ = ["create_backbone", "create_model", "metrics", "ops", "__version__"]

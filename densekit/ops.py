@@ -18,6 +18,7 @@ reverse (the adjoint of a linear recurrence), so autograd does not keep one node
 
 from __future__ import annotations
 
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +54,9 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         if fused is not None:
             return fused(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     if A.is_complex():
-        raise ValueError("selective_scan: complex A needs the mamba_ssm CUDA kernel; the PyTorch scan takes real A")
+        raise ValueError(
+            "selective_scan: complex A needs the mamba_ssm CUDA kernel; the PyTorch scan takes real A"
+        )
     return _selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
@@ -109,8 +112,13 @@ def _check(u, delta, A, B, C, D, z, delta_bias):
         ok = (
             (X.dim() == 2 and tuple(X.shape) == (dim, n))
             or (X.dim() == 3 and tuple(X.shape) == (batch, n, length))
-            or (X.dim() == 4 and X.shape[0] == batch and X.shape[1] >= 1 and dim % X.shape[1] == 0
-                and tuple(X.shape[2:]) == (n, length))
+            or (
+                X.dim() == 4
+                and X.shape[0] == batch
+                and X.shape[1] >= 1
+                and dim % X.shape[1] == 0
+                and tuple(X.shape[2:]) == (n, length)
+            )
         )
         if not ok:
             raise ValueError(
@@ -199,7 +207,9 @@ def _seq_major(X, pad, dim):
         return dim, X[None, None, :, None, :]  # (1, 1, D, 1, N)
     if X.dim() == 3:
         return 1, F.pad(X, (0, pad)).permute(2, 0, 1).contiguous()[:, :, None, None, :]  # (Lp, B, 1, 1, N)
-    return X.shape[1], F.pad(X, (0, pad)).permute(3, 0, 1, 2).contiguous()[:, :, :, None, :]  # (Lp, B, G, 1, N)
+    return X.shape[1], F.pad(X, (0, pad)).permute(3, 0, 1, 2).contiguous()[
+        :, :, :, None, :
+    ]  # (Lp, B, G, 1, N)
 
 
 class _LinearScan(torch.autograd.Function):
@@ -264,7 +274,7 @@ def _scan_(h, a, reverse: bool) -> None:
     hv = h.view(nc, T, -1).unbind(1)  # T views (nc, M): step t of every chunk
     av = a.view(nc, T, -1).unbind(1)
     order = list(range(T - 1, -1, -1)) if reverse else list(range(T))
-    for prev, t in zip(order[:-1], order[1:]):
+    for prev, t in pairwise(order):
         hv[t].addcmul_(av[t], hv[prev])  # (nc, M)
     # Boundary states: a scan over chunks, coefficient = the chunk's total decay, input = its local end.
     decay = a.view(nc, T, -1).prod(dim=1)  # (nc, M)

@@ -85,8 +85,14 @@ def main(argv=None) -> dict[str, float]:
     D = torch.ones(d)
     ours_args = (u, delta, A, B, C, D)
     # mambapy layout: x, delta (B, L, D); B, C (B, L, N)
-    mp_args = (u.transpose(1, 2).contiguous(), delta.transpose(1, 2).contiguous(), A,
-               B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(), D)
+    mp_args = (
+        u.transpose(1, 2).contiguous(),
+        delta.transpose(1, 2).contiguous(),
+        A,
+        B.transpose(1, 2).contiguous(),
+        C.transpose(1, 2).contiguous(),
+        D,
+    )
 
     impls = {"densekit.ops.selective_scan": (lambda *a: selective_scan(*a), ours_args, False)}
     mp = _mambapy_scan()
@@ -112,12 +118,18 @@ def main(argv=None) -> dict[str, float]:
             rows[name][key] = t
 
     ours = rows["densekit.ops.selective_scan"]
-    print(f"\nselective scan, B={b} D={d} N={n} L={length}, threads={torch.get_num_threads()}, "
-          f"median of {args.repeats} interleaved runs (seconds; ratio = time / densekit's time)")
-    print(f"{'implementation':32s} {'fwd':>9s} {'ratio':>7s} {'fwd+bwd':>9s} {'ratio':>7s} {'max rel err':>12s}")
+    print(
+        f"\nselective scan, B={b} D={d} N={n} L={length}, threads={torch.get_num_threads()}, "
+        f"median of {args.repeats} interleaved runs (seconds; ratio = time / densekit's time)"
+    )
+    print(
+        f"{'implementation':32s} {'fwd':>9s} {'ratio':>7s} {'fwd+bwd':>9s} {'ratio':>7s} {'max rel err':>12s}"
+    )
     for name, r in rows.items():
-        print(f"{name:32s} {r['fwd']:9.4f} {r['fwd'] / ours['fwd']:7.2f} {r['fwd+bwd']:9.4f} "
-              f"{r['fwd+bwd'] / ours['fwd+bwd']:7.2f} {r['err']:12.2e}")
+        print(
+            f"{name:32s} {r['fwd']:9.4f} {r['fwd'] / ours['fwd']:7.2f} {r['fwd+bwd']:9.4f} "
+            f"{r['fwd+bwd'] / ours['fwd+bwd']:7.2f} {r['err']:12.2e}"
+        )
     return {f"{k} {m}": v[m] for k, v in rows.items() for m in ("fwd", "fwd+bwd")}
 
 

@@ -3,6 +3,7 @@
     python scripts/benchmark.py data [--backbone mci2] [--size 128] [--batch 8] [--steps 5]
     python scripts/benchmark.py heads [--size 512] [--steps 5] [--backbones ...] [--heads ...]
     python scripts/benchmark.py backbones [--sizes 256 512] [--steps 5] [--backbones ...]
+    python scripts/benchmark.py scan [bench_scan.py options]   (selective scan vs mambapy vs recurrence)
 
 ``data``: time to generate one batch of the embedded synthetic scenes vs one training step of
 backbone + LR-ASPP on that batch. The ratio says whether data can ever starve training.
@@ -170,6 +171,12 @@ def bench_backbones(args) -> list[dict]:
 
 
 def main():
+    if sys.argv[1:2] == ["scan"]:  # its own options: see scripts/bench_scan.py
+        import runpy
+
+        sys.argv = [str(Path(__file__).with_name("bench_scan.py"))] + sys.argv[2:]
+        runpy.run_path(sys.argv[0], run_name="__main__")
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["data", "heads", "backbones"])
     parser.add_argument("--backbone", default="mci2")

@@ -24,6 +24,7 @@ RECIPES = {
                                                   "data.name": "cityscapes", "optim.name": "sgd"}),
     "mci2_fpn_ade20k": (make_ade, {"backbone.name": "mci2", "head.name": "fpn", "data.name": "ade20k",
                                    "optim.lr": 2e-4}),
+    "lightm_folder": (lambda root: make_folder(make_folder(root), split="val"), {"backbone.name": "lightm", "head.name": "lightm", "data.name": "folder"}),
     "mobilesam_lraspp_cityscapes": (make_cityscapes, {"backbone.name": "mobilesam", "head.name": "lraspp",
                                                       "data.name": "cityscapes"}),
 }
@@ -41,7 +42,8 @@ def _get(cfg, dotted):
 def test_recipe_composes_and_trains(compose, tmp_path, recipe):
     make, expected = RECIPES[recipe]
     root = make(tmp_path / "data")
-    cfg = compose([f"experiment={recipe}", f"data.root={root}", f"output_dir={tmp_path / 'run'}", *SHRINK])
+    extra = ["data.num_classes=3", "data.augment.crop=[16,32]"] if recipe == "lightm_folder" else []
+    cfg = compose([f"experiment={recipe}", f"data.root={root}", f"output_dir={tmp_path / 'run'}", *SHRINK, *extra])
     for key, value in expected.items():
         assert _get(cfg, key) == value
     metrics = train(cfg)

@@ -85,7 +85,9 @@ def test_full_model_2d_padding_is_crop_consistent(small2d):
 
 def test_decoder_as_2d_head_reproduces_full_model(small2d):
     # backbone=lightm + head=lightm through the generic DenseModel is the released network
-    head = LightMDecoder(small2d.encoder.channels, small2d.encoder.reductions, 2, blocks_up=(1, 1), num_groups=4)
+    head = LightMDecoder(
+        small2d.encoder.channels, small2d.encoder.reductions, 2, blocks_up=(1, 1), num_groups=4
+    )
     head.load_state_dict(small2d.decoder.state_dict())
     assert head.output_reduction == 1
     model = DenseModel(small2d.encoder, head, 2).eval()
@@ -208,7 +210,9 @@ def test_dims_mismatch_errors_before_any_work(enc2d):
     try:
         with pytest.raises(ValueError, match=r"dims=2\) expects \(B, C, H, W\).*5-D.*use lightm3d"):
             enc2d(torch.rand(1, 3, 8, 8, 8))
-        with pytest.raises(ValueError, match=r"dims=3\) expects \(B, C, D, H, W\).*4-D.*use lightm \(dims=2\)"):
+        with pytest.raises(
+            ValueError, match=r"dims=3\) expects \(B, C, D, H, W\).*4-D.*use lightm \(dims=2\)"
+        ):
             enc3d(torch.rand(1, 4, 8, 8))
         with pytest.raises(ValueError, match=r"dims=3\).*4-D"):
             net3d(torch.rand(1, 4, 8, 8))

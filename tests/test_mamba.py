@@ -37,8 +37,16 @@ def _inputs(batch, dim, length, n, layout, seed=0, dtype=F64):
     else:  # time-invariant
         B, C = r(dim, n), r(dim, n)
     A = -torch.rand(dim, n, generator=g, dtype=dtype) * 3
-    return {"u": r(batch, dim, length), "delta": r(batch, dim, length) * 0.5, "A": A, "B": B, "C": C,
-            "D": r(dim), "z": r(batch, dim, length), "delta_bias": r(dim)}
+    return {
+        "u": r(batch, dim, length),
+        "delta": r(batch, dim, length) * 0.5,
+        "A": A,
+        "B": B,
+        "C": C,
+        "D": r(dim),
+        "z": r(batch, dim, length),
+        "delta_bias": r(dim),
+    }
 
 
 # lengths: below one chunk, chunk + padding, several recursion levels with padding at each
@@ -58,7 +66,11 @@ def test_scan_hand_computed():
     # decay exp(ln2 * -1) = 1/2, input ln2 * u: h = ln2 * (1, 0.5 + 2, 1.25 + 3); y = C h + D u
     u = torch.tensor([[[1.0, 2.0, 3.0]]], dtype=F64)
     delta = torch.full_like(u, math.log(2.0))
-    A, B, C = -torch.ones(1, 1, dtype=F64), torch.ones(1, 1, 3, dtype=F64), torch.full((1, 1, 3), 2.0, dtype=F64)
+    A, B, C = (
+        -torch.ones(1, 1, dtype=F64),
+        torch.ones(1, 1, 3, dtype=F64),
+        torch.full((1, 1, 3), 2.0, dtype=F64),
+    )
     y = selective_scan(u, delta, A, B, C, D=torch.tensor([10.0], dtype=F64))
     want = 2 * math.log(2.0) * torch.tensor([1.0, 2.5, 4.25], dtype=F64) + 10 * u[0, 0]
     torch.testing.assert_close(y[0, 0], want, rtol=1e-14, atol=0)
@@ -76,8 +88,13 @@ def test_scan_is_stable_for_strong_decay():
 
 def _grads(fn, kw, names):
     leaves = {k: v.clone().requires_grad_(True) for k, v in kw.items()}
-    y = fn(*[leaves[k] for k in ("u", "delta", "A", "B", "C")], D=leaves["D"], z=leaves["z"],
-           delta_bias=leaves["delta_bias"], delta_softplus=True)
+    y = fn(
+        *[leaves[k] for k in ("u", "delta", "A", "B", "C")],
+        D=leaves["D"],
+        z=leaves["z"],
+        delta_bias=leaves["delta_bias"],
+        delta_softplus=True,
+    )
     w = torch.randn(y.shape, generator=torch.Generator().manual_seed(7), dtype=y.dtype)
     (y * w).sum().backward()
     return [leaves[k].grad for k in names]
@@ -116,8 +133,14 @@ def test_scan_float32_matches_float64_reference():
     ],
 )
 def test_scan_rejects_bad_shapes(change, message):
-    kw = {"u": torch.zeros(2, 4, 10), "delta": torch.zeros(2, 4, 10), "A": torch.zeros(4, 3),
-          "B": torch.zeros(2, 3, 10), "C": torch.zeros(2, 3, 10), "D": None}
+    kw = {
+        "u": torch.zeros(2, 4, 10),
+        "delta": torch.zeros(2, 4, 10),
+        "A": torch.zeros(4, 3),
+        "B": torch.zeros(2, 3, 10),
+        "C": torch.zeros(2, 3, 10),
+        "D": None,
+    }
     kw.update(change)
     with pytest.raises(ValueError, match=message):
         selective_scan(kw["u"], kw["delta"], kw["A"], kw["B"], kw["C"], D=kw["D"])
@@ -133,8 +156,14 @@ def test_fused_kernel_absent_falls_back(monkeypatch):
 
 # mamba_ssm.Mamba(d_model=16).state_dict(): names and shapes, in order (state-spaces/mamba e9594ce)
 MAMBA_SSM_KEYS_D16 = [
-    ("A_log", (32, 16)), ("D", (32,)), ("in_proj.weight", (64, 16)), ("conv1d.weight", (32, 1, 4)),
-    ("conv1d.bias", (32,)), ("x_proj.weight", (33, 32)), ("dt_proj.weight", (32, 1)), ("dt_proj.bias", (32,)),
+    ("A_log", (32, 16)),
+    ("D", (32,)),
+    ("in_proj.weight", (64, 16)),
+    ("conv1d.weight", (32, 1, 4)),
+    ("conv1d.bias", (32,)),
+    ("x_proj.weight", (33, 32)),
+    ("dt_proj.weight", (32, 1)),
+    ("dt_proj.bias", (32,)),
     ("out_proj.weight", (16, 32)),
 ]
 
@@ -154,7 +183,7 @@ def test_mamba_init():
     assert torch.equal(m.D, torch.ones(32))
     dt = F.softplus(m.dt_proj.bias)
     assert dt.min() >= 0.001 * 0.999 and dt.max() <= 0.1 * 1.001
-    bound = 1 ** -0.5  # dt_rank = ceil(16 / 16) = 1
+    bound = 1**-0.5  # dt_rank = ceil(16 / 16) = 1
     assert m.dt_proj.weight.abs().max() <= bound
 
 

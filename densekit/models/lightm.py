@@ -17,6 +17,7 @@ Module names below follow the release so its weights map 1:1 (``release_key_filt
 from __future__ import annotations
 
 from collections import OrderedDict
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,6 @@ from torch import nn
 
 from .backbones import Backbone, load_trunk_weights, with_pretrained
 from .mamba import Mamba
-
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -41,7 +41,9 @@ def _conv_only(dims, cin, cout, kernel=1, groups=1, bias=False) -> nn.Sequential
 
 def _dwconv(dims, cin, cout, kernel=3, bias=False) -> nn.Sequential:
     """The release's ``get_dwconv_layer``: depthwise kxk (cin -> cin) then pointwise 1x1 (cin -> cout)."""
-    return nn.Sequential(_conv_only(dims, cin, cin, kernel, groups=cin, bias=bias), _conv_only(dims, cin, cout, 1, bias=bias))
+    return nn.Sequential(
+        _conv_only(dims, cin, cin, kernel, groups=cin, bias=bias), _conv_only(dims, cin, cout, 1, bias=bias)
+    )
 
 
 class MambaLayer(nn.Module):
@@ -133,11 +135,21 @@ class LightMEncoder(Backbone):
         dims = _check_dims(dims)
         in_channels = int(in_channels)
         if mean is None:
-            mean = IMAGENET_MEAN if (dims == 2 and in_channels == 3) else (0.5 if dims == 2 else 0.0,) * in_channels
+            mean = (
+                IMAGENET_MEAN
+                if (dims == 2 and in_channels == 3)
+                else (0.5 if dims == 2 else 0.0,) * in_channels
+            )
         if std is None:
-            std = IMAGENET_STD if (dims == 2 and in_channels == 3) else (0.25 if dims == 2 else 1.0,) * in_channels
+            std = (
+                IMAGENET_STD
+                if (dims == 2 and in_channels == 3)
+                else (0.25 if dims == 2 else 1.0,) * in_channels
+            )
         if len(mean) != in_channels or len(std) != in_channels:
-            raise ValueError(f"mean/std need {in_channels} values (in_channels), got {list(mean)} / {list(std)}")
+            raise ValueError(
+                f"mean/std need {in_channels} values (in_channels), got {list(mean)} / {list(std)}"
+            )
         super().__init__(mean=tuple(mean), std=tuple(std))
         self.dims, self.in_channels = dims, in_channels
         self._identity_norm = all(m == 0 for m in mean) and all(s == 1 for s in std)
@@ -149,7 +161,9 @@ class LightMEncoder(Backbone):
             ch = init_filters * 2**i
             # Stage i > 0 opens with the "downsample Mamba": MambaLayer(ch/2 -> ch) then 2x max-pool.
             down = nn.Sequential(MambaLayer(ch // 2, ch, **mamba), pool(2, 2)) if i > 0 else nn.Identity()
-            stages.append(nn.Sequential(down, *[ResMambaBlock(dims, ch, num_groups, **mamba) for _ in range(n_blocks)]))
+            stages.append(
+                nn.Sequential(down, *[ResMambaBlock(dims, ch, num_groups, **mamba) for _ in range(n_blocks)])
+            )
         self.stages = nn.ModuleList(stages)
         self.channels = [init_filters * 2**i for i in range(len(blocks_down))]
         self.reductions = [2**i for i in range(len(blocks_down))]
@@ -158,7 +172,9 @@ class LightMEncoder(Backbone):
     def _load(self, pretrained) -> None:
         path = _weight_file(pretrained)
         if path is not None:
-            load_trunk_weights(self, path, filter_fn=release_key_filter, what=f"LightMEncoder(dims={self.dims})")
+            load_trunk_weights(
+                self, path, filter_fn=release_key_filter, what=f"LightMEncoder(dims={self.dims})"
+            )
 
     def check_input(self, x: torch.Tensor) -> None:
         """A clear error, before any work, for a 2D input to the 3D encoder (or vice versa) or a wrong C."""
@@ -171,7 +187,8 @@ class LightMEncoder(Backbone):
             )
         if x.shape[1] != self.in_channels:
             raise ValueError(
-                f"LightMEncoder(dims={self.dims}) expects {want} with C={self.in_channels}, got shape {tuple(x.shape)}"
+                f"LightMEncoder(dims={self.dims}) expects {want} with C={self.in_channels}, "
+                f"got shape {tuple(x.shape)}"
             )
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -199,15 +216,26 @@ class LightMDecoder(nn.Module):
     Output at ``reductions[0]`` (1 for the LightM encoder). ``dims=3`` for volumes.
     """
 
-    def __init__(self, in_channels: list[int], reductions: list[int], out_channels: int,
-                 blocks_up: tuple[int, ...] | list[int] | None = None, num_groups: int = 8, dims: int = 2):
+    def __init__(
+        self,
+        in_channels: list[int],
+        reductions: list[int],
+        out_channels: int,
+        blocks_up: tuple[int, ...] | list[int] | None = None,
+        num_groups: int = 8,
+        dims: int = 2,
+    ):
         super().__init__()
         dims = _check_dims(dims)
         channels, reductions = [int(c) for c in in_channels], [int(r) for r in reductions]
         if len(channels) != len(reductions) or len(channels) < 2:
-            raise ValueError(f"lightm decoder needs >= 2 levels with one reduction each, got {channels} / {reductions}")
-        if any(b != 2 * a for a, b in zip(reductions, reductions[1:])):
-            raise ValueError(f"lightm decoder upsamples by 2 per level: reductions must double, got {reductions}")
+            raise ValueError(
+                f"lightm decoder needs >= 2 levels with one reduction each, got {channels} / {reductions}"
+            )
+        if any(b != 2 * a for a, b in pairwise(reductions)):
+            raise ValueError(
+                f"lightm decoder upsamples by 2 per level: reductions must double, got {reductions}"
+            )
         blocks_up = [1] * (len(channels) - 1) if blocks_up is None else list(blocks_up)
         if len(blocks_up) != len(channels) - 1:
             raise ValueError(f"blocks_up needs {len(channels) - 1} entries (levels - 1), got {blocks_up}")
@@ -217,10 +245,18 @@ class LightMDecoder(nn.Module):
         for i, n_blocks in enumerate(blocks_up):
             cin, cskip = channels[-1 - i], channels[-2 - i]
             up = nn.Upsample(scale_factor=2, mode=mode, align_corners=False)
-            self.up_samples.append(nn.Sequential(_conv_only(dims, cin, cskip, 1), nn.Sequential(OrderedDict(upsample_non_trainable=up))))
-            self.up_layers.append(nn.Sequential(*[ResUpBlock(dims, cskip, num_groups) for _ in range(n_blocks)]))
+            self.up_samples.append(
+                nn.Sequential(
+                    _conv_only(dims, cin, cskip, 1), nn.Sequential(OrderedDict(upsample_non_trainable=up))
+                )
+            )
+            self.up_layers.append(
+                nn.Sequential(*[ResUpBlock(dims, cskip, num_groups) for _ in range(n_blocks)])
+            )
         self.conv_final = nn.Sequential(
-            nn.GroupNorm(num_groups, channels[0]), nn.ReLU(inplace=True), _dwconv(dims, channels[0], out_channels, 1, bias=True)
+            nn.GroupNorm(num_groups, channels[0]),
+            nn.ReLU(inplace=True),
+            _dwconv(dims, channels[0], out_channels, 1, bias=True),
         )
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
@@ -237,23 +273,38 @@ class LightMUNet(nn.Module):
     and the logits are cropped back. 2D: images in [0, 1]; 3D: z-scored volumes (B, C, D, H, W).
     """
 
-    def __init__(self, dims: int = 2, in_channels: int = 3, num_classes: int = 2, init_filters: int = 32,
-                 blocks_down=(1, 2, 2, 4), blocks_up=(1, 1, 1), d_state: int = 16, d_conv: int = 4,
-                 expand: int = 2, num_groups: int = 8, mean=None, std=None, pretrained: bool | str = False):
+    def __init__(
+        self,
+        dims: int = 2,
+        in_channels: int = 3,
+        num_classes: int = 2,
+        init_filters: int = 32,
+        blocks_down=(1, 2, 2, 4),
+        blocks_up=(1, 1, 1),
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        num_groups: int = 8,
+        mean=None,
+        std=None,
+        pretrained: bool | str = False,
+    ):
         super().__init__()
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        self.encoder = LightMEncoder(dims, in_channels, init_filters, blocks_down, d_state, d_conv, expand,
-                                     num_groups, mean, std)
-        self.decoder = LightMDecoder(self.encoder.channels, self.encoder.reductions, int(num_classes), blocks_up,
-                                     num_groups, dims)
+        self.encoder = LightMEncoder(
+            dims, in_channels, init_filters, blocks_down, d_state, d_conv, expand, num_groups, mean, std
+        )
+        self.decoder = LightMDecoder(
+            self.encoder.channels, self.encoder.reductions, int(num_classes), blocks_up, num_groups, dims
+        )
         self.dims, self.out_channels = self.encoder.dims, int(num_classes)
         path = _weight_file(pretrained)
         if path is not None:
             self.load_weights(path)
 
     def load_weights(self, path) -> None:
-        """Strictly load a densekit state dict or the released network's (``convInit``/``down_layers``/...)."""
+        """Strictly load a densekit state dict or the released one (``convInit``, ``down_layers``, ...)."""
         load_trunk_weights(self, path, filter_fn=release_key_filter, what=f"LightMUNet(dims={self.dims})")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -293,14 +344,13 @@ def release_key_filter(state: dict, model: nn.Module) -> dict:
     out = {}
     for key, value in state.items():
         for prefix in ("encoder.", "backbone."):
-            if key.startswith(prefix):
-                key = key[len(prefix):]
+            key = key.removeprefix(prefix)
         if key.startswith(_DECODER) or key.startswith("decoder."):
             if full:
                 out[key if key.startswith("decoder.") else "decoder." + key] = value
             continue
         for old, new in _RENAMES:
             if key.startswith(old):
-                key = new + key[len(old):]
+                key = new + key[len(old) :]
         out[("encoder." if full else "") + key] = value
     return out

@@ -53,7 +53,13 @@ class Mamba(nn.Module):
         self.in_proj = nn.Linear(self.d_model, 2 * self.d_inner, bias=bias, **factory)
         # Causal: pad d_conv - 1 on both sides and keep the first L outputs (mamba_simple.py).
         self.conv1d = nn.Conv1d(
-            self.d_inner, self.d_inner, d_conv, groups=self.d_inner, padding=d_conv - 1, bias=conv_bias, **factory
+            self.d_inner,
+            self.d_inner,
+            d_conv,
+            groups=self.d_inner,
+            padding=d_conv - 1,
+            bias=conv_bias,
+            **factory,
         )
         self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * self.d_state, bias=False, **factory)
         self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True, **factory)
@@ -68,7 +74,8 @@ class Mamba(nn.Module):
             else:
                 self.dt_proj.weight.uniform_(-std, std)
             dt = torch.exp(
-                torch.rand(self.d_inner, device=device) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+                torch.rand(self.d_inner, device=device) * (math.log(dt_max) - math.log(dt_min))
+                + math.log(dt_min)
             ).clamp(min=dt_init_floor)
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
         self.dt_proj.bias._no_reinit = True
