@@ -230,3 +230,28 @@ def test_bad_config_errors():
         LightMEncoder(dims=2, in_channels=4, mean=(0.5, 0.5, 0.5))
     with pytest.raises(ValueError, match=r"reductions must double, got \[4, 8, 16, 16\]"):
         LightMDecoder([64, 128, 256, 512], [4, 8, 16, 16], 2)
+
+
+def test_dense_model_checkpoint_loads_into_full_model(small2d, tmp_path):
+    # backbone=lightm head=lightm trained through DenseModel -> the standalone LightMUNet
+    head = LightMDecoder(
+        small2d.encoder.channels, small2d.encoder.reductions, 2, blocks_up=(1, 1), num_groups=4
+    )
+    dense = DenseModel(
+        LightMEncoder(
+            dims=2, in_channels=3, **{k: SMALL[k] for k in ("init_filters", "blocks_down", "num_groups")}
+        ),
+        head,
+        2,
+    )
+    path = tmp_path / "dense.pth"
+    torch.save(dense.state_dict(), path)
+    net = LightMUNet(dims=2, in_channels=3, num_classes=2, pretrained=str(path), **SMALL)
+    want = {
+        ("encoder." + k[len("backbone.") :])
+        if k.startswith("backbone.")
+        else "decoder." + k[len("head.") :]: v
+        for k, v in dense.state_dict().items()
+    }
+    got = net.state_dict()
+    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)

@@ -11,7 +11,8 @@ skip, one ``ResUpBlock``; then GN-ReLU-1x1 to classes at full resolution (no dee
 The released trainer builds it with init_filters=32, blocks_down=(1, 2, 2, 4), blocks_up=(1, 1, 1),
 GroupNorm(8), ReLU, Mamba(d_state=16, d_conv=4, expand=2): 5,011,765 parameters in 2D with 3 input
 channels and 2 classes (the paper states 1.09 M; the released code has ~5.0 M, issues #6/#30/#36).
-Module names below follow the release so its weights map 1:1 (``release_key_filter``).
+Inner module names follow the release; its ``convInit``/``down_layers`` are our ``stem``/``stages``
+and ``release_key_filter`` maps released (or DenseModel ``backbone.``/``head.``) state dicts.
 """
 
 from __future__ import annotations
@@ -339,15 +340,16 @@ _DECODER = ("up_samples.", "up_layers.", "conv_final.")
 def release_key_filter(state: dict, model: nn.Module) -> dict:
     """Map a released LightM-UNet state dict (or a densekit full-model one) onto ``model``'s keys: the
     encoder's ``convInit``/``down_layers`` become ``stem``/``stages``; for a bare encoder the decoder
-    keys are dropped, for the full model they move under ``decoder.``."""
+    keys are dropped, for the full model they move under ``decoder.``. Applied by ``load_trunk_weights``
+    only when no key of the file matches the model as is."""
     full = isinstance(model, LightMUNet)
     out = {}
     for key, value in state.items():
-        for prefix in ("encoder.", "backbone."):
+        for prefix in ("encoder.", "backbone.", "decoder.", "head."):  # densekit / DenseModel wrappers
             key = key.removeprefix(prefix)
-        if key.startswith(_DECODER) or key.startswith("decoder."):
+        if key.startswith(_DECODER):
             if full:
-                out[key if key.startswith("decoder.") else "decoder." + key] = value
+                out["decoder." + key] = value
             continue
         for old, new in _RENAMES:
             if key.startswith(old):
