@@ -49,3 +49,13 @@ def smoke_run(tmp_path_factory):
     with contextlib.redirect_stdout(out):
         metrics = train(cfg)
     return run_dir, metrics, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Run a module single-threaded: the selective scan issues many small ops, and on the shared 2-core CPU
+    intra-op threading waits for a busy core on every op (measured 2-40x slower under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

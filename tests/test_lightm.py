@@ -8,13 +8,8 @@ CHANNELS, REDUCTIONS = [32, 64, 128, 256], [1, 2, 4, 8]
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The scan issues many small ops; on the shared 2-core CPU, intra-op threading waits for a busy
-    # core on every op (measured 2-40x slower under load), so these tests run single-threaded.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(single_thread):
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
