@@ -60,18 +60,27 @@ def output_dir(cfg: DictConfig) -> Path:
     return path
 
 
-def build_datamodule(cfg: DictConfig) -> DenseDataModule:
-    data = _plain(cfg.data)
-    name = data.pop("name")
-    loader = {k: data.pop(k) for k in ("batch_size", "num_workers", "val_batch_size") if k in data}
-    lengths = {"train": data.pop("train_length", None), "val": data.pop("val_length", None)}
-    for key in ("num_classes", "class_names", "ignore_index"):
-        data.pop(key, None)  # task-level facts, not dataset arguments
+_LOADER_KEYS = ("batch_size", "num_workers", "val_batch_size")
+_TASK_KEYS = ("num_classes", "class_names", "ignore_index")  # task-level facts, not dataset arguments
 
-    def make(split: str, **kwargs):
-        if lengths.get(split) is not None:
-            kwargs["length"] = lengths[split]
-        return build_dataset(name, split, targets=tuple(cfg.task.targets), **kwargs, **data)
+
+def split_data_config(data: dict) -> tuple[str, dict, dict, dict]:
+    """A plain data config -> (dataset name, dataset kwargs, loader kwargs, per-split lengths)."""
+    data = dict(data)
+    name = data.pop("name")
+    loader = {k: data.pop(k) for k in _LOADER_KEYS if k in data}
+    lengths = {"train": data.pop("train_length", None), "val": data.pop("val_length", None)}
+    for key in _TASK_KEYS:
+        data.pop(key, None)
+    return name, data, loader, lengths
+
+
+def build_datamodule(cfg: DictConfig) -> DenseDataModule:
+    name, data, loader, lengths = split_data_config(_plain(cfg.data))
+
+    def make(split: str):
+        length = {} if lengths.get(split) is None else {"length": lengths[split]}
+        return build_dataset(name, split, targets=tuple(cfg.task.targets), **length, **data)
 
     return DenseDataModule(make, **loader)
 

@@ -26,15 +26,11 @@ sys.path.insert(0, str(ROOT))
 from densekit.data import build_dataset  # noqa: E402
 from densekit.inference import load_checkpoint_model, predict  # noqa: E402
 from densekit.metrics import SegMetrics  # noqa: E402
-from densekit.train import format_metrics  # noqa: E402
+from densekit.train import format_metrics, split_data_config  # noqa: E402
 from densekit.viz import seg_panel  # noqa: E402
 
 DEFAULTS = {"split": "val", "mode": "whole", "crop": None, "stride": None, "flip": False, "scales": [1.0],
             "save_dir": None, "batch_size": 1, "limit": None, "device": "cpu"}
-_NOT_DATASET_ARGS = ("name", "num_classes", "class_names", "ignore_index", "batch_size", "num_workers",
-                     "val_batch_size", "train_length", "val_length")
-
-
 def parse_args(argv: list[str]) -> tuple[dict, list[str]]:
     opts, data_overrides = dict(DEFAULTS), []
     for arg in argv:
@@ -69,11 +65,11 @@ def evaluate(opts: dict, data_overrides: list[str]) -> dict[str, float]:
     data = data_config(config, data_overrides)
     if data["num_classes"] != config["data"]["num_classes"]:
         raise SystemExit(f"data has {data['num_classes']} classes but the checkpoint predicts {config['data']['num_classes']}")
-    kwargs = {k: v for k, v in data.items() if k not in _NOT_DATASET_ARGS}
+    name, kwargs, _, lengths = split_data_config(data)
     kwargs.pop("augment", None)  # evaluation never augments
-    if data.get("val_length") and opts["split"] == "val":
-        kwargs["length"] = data["val_length"]
-    dataset = build_dataset(data["name"], opts["split"], targets=("mask",), **kwargs)
+    if lengths.get(opts["split"]):
+        kwargs["length"] = lengths[opts["split"]]
+    dataset = build_dataset(name, opts["split"], targets=("mask",), **kwargs)
     names = data.get("class_names") or [str(i) for i in range(data["num_classes"])]
     metric = SegMetrics(data["num_classes"], names, data.get("ignore_index", 255))
     loader = torch.utils.data.DataLoader(dataset, batch_size=int(opts["batch_size"]))
