@@ -16,14 +16,15 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 
 from .data import DenseDataModule, build_dataset
-from .models import create_model
+from .inference import model_from_config
 from .tasks import TASK_MODULES
 
 log = logging.getLogger(__name__)
 
 # Which heads make sense for which task; checked before any data or model is built.
-TASK_HEADS = {"seg": {"lraspp", "unet", "fpn", "deeplabv3plus", "ffnet", "lightm"}}
-TASK_DIMS = {"seg": 2}
+_DENSE_2D_HEADS = {"lraspp", "unet", "fpn", "deeplabv3plus", "ffnet", "lightm"}
+TASK_HEADS = {"seg": _DENSE_2D_HEADS, "depth": _DENSE_2D_HEADS}
+TASK_DIMS = {"seg": 2, "depth": 2}
 BACKBONE_DIMS = {"lightm3d": 3}  # every other backbone is 2D
 
 
@@ -61,7 +62,8 @@ def output_dir(cfg: DictConfig) -> Path:
 
 
 _LOADER_KEYS = ("batch_size", "num_workers", "val_batch_size")
-_TASK_KEYS = ("num_classes", "class_names", "ignore_index")  # task-level facts, not dataset arguments
+# task-level facts, not dataset arguments
+_TASK_KEYS = ("num_classes", "class_names", "ignore_index", "eval_crop")
 
 
 def split_data_config(data: dict) -> tuple[str, dict, dict, dict]:
@@ -88,6 +90,8 @@ def build_datamodule(cfg: DictConfig) -> DenseDataModule:
 def check_data(cfg: DictConfig, datamodule: DenseDataModule) -> list[str] | None:
     """Build the datasets (cheap: file listing) and check them against the config; return class names."""
     datamodule.setup("fit")
+    if cfg.task.name not in ("seg", "volume"):
+        return None
     names = getattr(datamodule.val_set, "class_names", None) or cfg.data.get("class_names")
     if names is not None and len(names) != cfg.data.num_classes:
         raise ValueError(
@@ -98,8 +102,12 @@ def check_data(cfg: DictConfig, datamodule: DenseDataModule) -> list[str] | None
 
 def build_task(cfg: DictConfig, class_names: list[str] | None = None) -> pl.LightningModule:
     task = cfg.task.name
-    model = create_model(task, backbone=_plain(cfg.backbone), head=_plain(cfg.head), num_classes=cfg.data.num_classes)
     config = _plain(cfg)
+    model = model_from_config(config, pretrained=None)  # None: the backbone's configured ``pretrained``
+    if task == "depth":
+        return TASK_MODULES[task](
+            model, loss=_plain(cfg.task.loss), metrics=_plain(cfg.task.metrics), optim=_plain(cfg.optim), config=config
+        )
     if task == "seg":
         return TASK_MODULES[task](
             model,

@@ -3,5 +3,7 @@
 from .seg import IGNORE_INDEX, seg_loss
 
 # -- task losses (one import line per task module) --
+from .volume import soft_dice_loss, volume_loss
+from .depth import depth_loss, gradient_loss, silog_loss
 
 __all__ = [name for name in dir() if not name.startswith("_")]
