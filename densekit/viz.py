@@ -134,3 +134,106 @@ def depth_panel(image, target, pred, valid: np.ndarray | None = None) -> np.ndar
         ],
         axis=1,
     )
+
+
+# -- optical flow ---------------------------------------------------------------------------------------
+# The Middlebury colour wheel (Baker et al., "A Database and Evaluation Methodology for Optical Flow",
+# IJCV 2011): hue = direction, saturation = magnitude. Segment lengths between the six primaries/secondaries.
+WHEEL_SEGMENTS = (("RY", 15), ("YG", 6), ("GC", 4), ("CB", 11), ("BM", 13), ("MR", 6))
+
+
+def color_wheel() -> np.ndarray:
+    """The 55 colours of the Middlebury wheel, (55, 3) uint8 RGB: red -> yellow -> green -> cyan -> blue ->
+    magenta -> back to red, each segment ramping one channel in floor(255 * i / n) steps."""
+    cols = []
+    for name, n in WHEEL_SEGMENTS:
+        ramp = np.floor(255 * np.arange(n) / n)
+        seg = np.zeros((n, 3))
+        # (channel held at 255, channel ramping, up (+1) or down (-1))
+        held, moving, up = {"RY": (0, 1, 1), "YG": (1, 0, -1), "GC": (1, 2, 1),
+                            "CB": (2, 1, -1), "BM": (2, 0, 1), "MR": (0, 2, -1)}[name]
+        seg[:, held] = 255
+        seg[:, moving] = ramp if up > 0 else 255 - ramp
+        cols.append(seg)
+    return np.concatenate(cols).astype(np.uint8)
+
+
+def _flow_hw2(flow) -> np.ndarray:
+    arr = np.asarray(flow.detach().cpu() if hasattr(flow, "detach") else flow, dtype=np.float64)
+    if arr.ndim == 3 and arr.shape[0] == 2 and arr.shape[-1] != 2:
+        arr = arr.transpose(1, 2, 0)  # (2, H, W) -> (H, W, 2)
+    if arr.ndim != 3 or arr.shape[-1] != 2:
+        raise ValueError(f"flow must be (H, W, 2) or (2, H, W) (u, v), got shape {arr.shape}")
+    return arr
+
+
+def _flow_keep(f: np.ndarray, valid) -> np.ndarray:
+    keep = np.isfinite(f).all(-1) & (np.abs(f) < 1e9).all(-1)
+    if valid is not None:
+        v = np.asarray(valid.detach().cpu() if hasattr(valid, "detach") else valid, bool)
+        keep &= v.reshape(keep.shape)
+    return keep
+
+
+def flow_to_color(flow, max_flow: float | None = None, valid: np.ndarray | None = None) -> np.ndarray:
+    """(H, W, 2) or (2, H, W) flow (pixels, u right, v down) -> (H, W, 3) uint8 RGB on the Middlebury wheel.
+
+    Direction picks the hue: (1, 0) (rightwards) is red, (0, 1) (down) orange-yellow, (-1, 0) cyan-blue,
+    (0, -1) blue-violet. Magnitudes are divided by ``max_flow`` (default: the largest valid magnitude), so
+    a vector of that length gets the wheel's full colour and zero motion is white; longer ones (only with
+    an explicit ``max_flow``) are darkened to 75 %. Invalid pixels (``valid`` False, NaN/inf, >= 1e9) are
+    black.
+    """
+    f = _flow_hw2(flow)
+    keep = _flow_keep(f, valid)
+    f = np.where(keep[..., None], f, 0.0)
+    rad = np.hypot(f[..., 0], f[..., 1])
+    if max_flow is None:
+        max_flow = rad[keep].max() if keep.any() else 0.0
+    if max_flow > 0:
+        f = f / max_flow
+        rad = rad / max_flow
+    wheel = color_wheel().astype(np.float64) / 255
+    ncols = len(wheel)
+    angle = np.arctan2(-f[..., 1], -f[..., 0]) / np.pi  # in [-1, 1]; (1, 0) -> -1 -> colour 0 (red)
+    fk = (angle + 1) / 2 * (ncols - 1)
+    k0 = np.floor(fk).astype(np.int64)
+    k1 = (k0 + 1) % ncols
+    frac = (fk - k0)[..., None]
+    col = (1 - frac) * wheel[k0] + frac * wheel[k1]  # (H, W, 3)
+    small = (rad <= 1)[..., None]
+    col = np.where(small, 1 - rad[..., None] * (1 - col), col * 0.75)  # towards white as the motion shrinks
+    out = np.floor(255 * col).astype(np.uint8)
+    out[~keep] = INVALID_COLOR
+    return out
+
+
+def flow_error_map(pred, gt, valid: np.ndarray | None = None, max_epe: float = 5.0) -> np.ndarray:
+    """End-point error |pred - gt| (pixels) as colours (``inferno``: 0 dark, >= ``max_epe`` bright yellow);
+    pixels without ground truth are black."""
+    p, t = _flow_hw2(pred), _flow_hw2(gt)
+    if p.shape != t.shape:
+        raise ValueError(f"prediction {p.shape} and ground truth {t.shape} must have the same shape")
+    keep = _flow_keep(t, valid) & np.isfinite(p).all(-1)
+    epe = np.where(keep, np.hypot(*(p - np.where(keep[..., None], t, 0.0)).transpose(2, 0, 1)), 0.0)
+    out = (_colormap("inferno")(np.clip(epe / max_epe, 0, 1))[..., :3] * 255 + 0.5).astype(np.uint8)
+    out[~keep] = INVALID_COLOR
+    return out
+
+
+def flow_panel(image1, gt, pred, valid: np.ndarray | None = None, max_epe: float = 5.0) -> np.ndarray:
+    """frame 1 | ground truth | prediction | end-point error, side by side (H, 4W, 3) uint8. Ground truth and
+    prediction share one normalisation (the largest valid ground-truth magnitude) so their colours compare;
+    the prediction is drawn everywhere, the ground truth only where valid."""
+    t = _flow_hw2(gt)
+    keep = _flow_keep(t, valid)
+    max_flow = float(np.hypot(t[keep, 0], t[keep, 1]).max()) if keep.any() else None
+    return np.concatenate(
+        [
+            to_uint8(image1),
+            flow_to_color(t, max_flow, keep),
+            flow_to_color(pred, max_flow),
+            flow_error_map(pred, t, keep, max_epe),
+        ],
+        axis=1,
+    )

@@ -4,6 +4,10 @@
     python scripts/benchmark.py heads [--size 512] [--steps 5] [--backbones ...] [--heads ...]
     python scripts/benchmark.py backbones [--sizes 256 512] [--steps 5] [--backbones ...]
     python scripts/benchmark.py scan [bench_scan.py options]   (selective scan vs mambapy vs recurrence)
+    python scripts/benchmark.py flow [--height 384 --width 512] [--repeats 5] [--threads 1] [--backbones flow_pyramid mci0]
+        (CompactFlowNet vs torchvision RAFT-small: params, MACs, CPU latency and ratio)
+    python scripts/benchmark.py memory3d [--sizes 64 96 128] [--budget-gb 2] [--device cpu|cuda]
+        (reversible vs stored revmb3d+revunet3d: peak training memory, largest cube in a budget)
 
 ``data``: time to generate one batch of the embedded synthetic scenes vs one training step of
 backbone + LR-ASPP on that batch. The ratio says whether data can ever starve training.
@@ -170,12 +174,249 @@ def bench_backbones(args) -> list[dict]:
     return rows
 
 
+# ---- memory3d: reversible vs stored 3D U-Net training memory (densekit issue "3D volumes") ----------------
+
+def _proc_status_kib(key: str) -> int | None:
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith(key):
+                return int(line.split()[1])  # kB
+    except OSError:
+        return None
+    return None
+
+
+def memory3d_step(cfg: dict) -> dict:
+    """One training step (forward + cross-entropy + backward) of revmb3d + revunet3d on a (1, 4, s, s, s)
+    volume, in this process. Peak memory is the extra over the state after model and input creation:
+    CUDA: ``torch.cuda.max_memory_allocated`` (tensor memory; the caching allocator's slack excluded);
+    CPU: peak resident set size (VmHWM, reset through /proc/self/clear_refs; falls back to
+    ``getrusage(RUSAGE_SELF).ru_maxrss`` where that reset is not allowed). MiB."""
+    import resource
+
+    import torch.nn.functional as F
+    from torch import nn
+
+    from densekit.models.revunet3d import RevMB3dEncoder, RevUNet3dHead
+
+    torch.set_num_threads(int(cfg.get("threads", 2)))
+    torch.manual_seed(0)  # same weights and data for both modes
+    device, size = torch.device(cfg["device"]), int(cfg["size"])
+    block = {k: cfg[k] for k in ("expand_ratio", "norm", "act", "num_groups")}
+    enc = RevMB3dEncoder(4, cfg["widths"], cfg["depths"], reversible=cfg["reversible"], **block)
+    head = RevUNet3dHead(enc.channels, enc.reductions, cfg["classes"], cfg["decoder_depths"],
+                         reversible=cfg["reversible"], **block)
+    model = nn.Sequential(enc, head).to(device).train()
+    x = torch.randn(1, 4, size, size, size, device=device)
+    target = torch.randint(0, cfg["classes"], (1, size, size, size), device=device)
+    method = "cuda max_memory_allocated"
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")  # reset VmHWM (the peak) to the current RSS
+            base, method = _proc_status_kib("VmRSS:") * 1024, "peak RSS (VmHWM after clear_refs)"
+        except OSError:
+            base, method = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak RSS (ru_maxrss)"
+    t0 = time.perf_counter()
+    loss = F.cross_entropy(model(x), target)
+    loss.backward()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - base
+    elif method.startswith("peak RSS (VmHWM"):
+        peak = _proc_status_kib("VmHWM:") * 1024 - base
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    seconds = time.perf_counter() - t0
+    grad_norm = torch.sqrt(sum(p.grad.double().pow(2).sum() for p in model.parameters())).item()
+    return {"peak_mib": peak / 2**20, "seconds": seconds, "loss": loss.item(), "grad_norm": grad_norm,
+            "method": method}
+
+
+def _memory3d_subprocess(cfg: dict, timeout: float) -> dict | None:
+    """``memory3d_step`` in a fresh interpreter (an honest peak); None when it dies (e.g. out of memory)."""
+    import json
+    import subprocess
+
+    import os
+
+    cmd = [sys.executable, str(Path(__file__).resolve()), "memory3d", "--worker", json.dumps(cfg)]
+    # A fixed mmap threshold stops glibc from serving freed tensor-sized blocks from its heap, which it keeps
+    # resident: with the default dynamic threshold the CPU peak RSS overstated live memory (measured +67 %
+    # for the reversible net at 48^3), and unequally between the two modes.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": os.environ.get("MALLOC_MMAP_THRESHOLD_", "131072")}
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return None
+    if out.returncode != 0:
+        if "out of memory" not in out.stderr.lower() and out.returncode > 0:
+            raise RuntimeError(f"memory3d worker failed for {cfg}:\n{out.stderr[-2000:]}")
+        return None  # CUDA OOM, or killed by the kernel's OOM killer (negative return code)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_memory3d(argv: list[str]) -> dict:
+    """Peak training memory of the reversible vs the stored network (same weights) side by side, then
+    the largest cube edge (multiple of 16) each fits in ``--budget-gb``. Every measurement runs in its
+    own process."""
+    import json
+
+    p = argparse.ArgumentParser(prog="benchmark.py memory3d", description=bench_memory3d.__doc__)
+    p.add_argument("--sizes", nargs="+", type=int, default=[64, 96, 128], help="cube edges, multiples of 16")
+    p.add_argument("--budget-gb", type=float, default=2.0, help="budget of the largest-edge search (GiB)")
+    p.add_argument("--search-max", type=int, default=256, help="largest edge the search tries")
+    p.add_argument("--no-search", action="store_true")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--widths", nargs="+", type=int, default=[16, 32, 64, 128, 256])
+    p.add_argument("--depths", nargs="+", type=int, default=[1, 1, 2, 2, 2])
+    p.add_argument("--decoder-depths", nargs="+", type=int, default=[1, 1, 1, 1])
+    p.add_argument("--expand-ratio", type=int, default=4)
+    p.add_argument("--norm", default="group")
+    p.add_argument("--act", default="relu6")
+    p.add_argument("--num-groups", type=int, default=8)
+    p.add_argument("--classes", type=int, default=4)
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds per measurement")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        print(json.dumps(memory3d_step(json.loads(args.worker))))
+        return {}
+    if any(s % 16 for s in args.sizes):
+        raise SystemExit(f"memory3d: --sizes must be multiples of 16 (the encoder stride), got {args.sizes}")
+    base = {"device": args.device, "threads": args.threads, "widths": args.widths, "depths": args.depths,
+            "decoder_depths": args.decoder_depths, "expand_ratio": args.expand_ratio, "norm": args.norm,
+            "act": args.act, "num_groups": args.num_groups, "classes": args.classes}
+    cache: dict[tuple[bool, int], dict | None] = {}
+
+    def measure(reversible: bool, size: int) -> dict | None:
+        if (reversible, size) not in cache:
+            cfg = {**base, "reversible": reversible, "size": size}
+            cache[reversible, size] = _memory3d_subprocess(cfg, args.timeout)
+        return cache[reversible, size]
+
+    print(f"\nrevmb3d + revunet3d, widths {args.widths}, depths {args.depths}, decoder {args.decoder_depths},"
+          " "
+          f"expand {args.expand_ratio}, {args.norm}/{args.act}; batch 1, 4 channels, one forward+backward on "
+          f"{args.device}" + (f" ({args.threads} threads)" if args.device == "cpu" else ""))
+    print("| edge | stored peak (MiB) | reversible peak (MiB) | reversible / stored | stored step (s) "
+          "| reversible step (s) | same loss |")
+    print("|---|---|---|---|---|---|---|")
+    rows, method = [], ""
+    for size in args.sizes:
+        st, rv = measure(False, size), measure(True, size)
+        method = (st or rv or {}).get("method", method)
+        fmt = lambda r, k, f: format(r[k], f) if r else "failed (out of memory?)"  # noqa: E731
+        ratio = f"{rv['peak_mib'] / st['peak_mib']:.3f}" if st and rv else "-"
+        same = f"{abs(st['loss'] - rv['loss']) <= 1e-5 * abs(st['loss'])}" if st and rv else "-"
+        print(f"| {size}³ | {fmt(st, 'peak_mib', '.0f')} | {fmt(rv, 'peak_mib', '.0f')} | {ratio} | "
+              f"{fmt(st, 'seconds', '.2f')} | {fmt(rv, 'seconds', '.2f')} | {same} |", flush=True)
+        rows.append({"size": size, "stored": st, "reversible": rv})
+    print(f"(peak = extra memory over model + input: {method})")
+    result = {"rows": rows}
+    if args.no_search:
+        return result
+    budget_mib = args.budget_gb * 1024
+    fits = {}
+    for reversible in (False, True):
+        known = [s for (r, s), v in cache.items() if r == reversible and v and v["peak_mib"] <= budget_mib]
+        edge = max(known, default=0)
+        size = edge + 16
+        while size <= args.search_max:
+            out = measure(reversible, size)
+            if not out or out["peak_mib"] > budget_mib:
+                break
+            edge, size = size, size + 16
+        fits[reversible] = edge
+    st_edge, rv_edge = fits[False], fits[True]
+    print(f"\nlargest cube edge (multiple of 16, up to {args.search_max}) whose training step fits in "
+          f"{args.budget_gb:g} GiB:")
+    for label, reversible, edge in (("stored    ", False, st_edge), ("reversible", True, rv_edge)):
+        print(f"  {label} {edge}³" + (f"  ({cache[reversible, edge]['peak_mib']:.0f} MiB)" if edge else ""))
+    if st_edge:
+        print(f"  edge ratio {rv_edge / st_edge:.2f}, voxel ratio {(rv_edge / st_edge) ** 3:.2f} "
+              f"(Pendse et al.: up to 3x larger input volumes)")
+    result["largest_edge"] = {"stored": st_edge, "reversible": rv_edge}
+    return result
+
+
+# ---- flow: CompactFlowNet vs torchvision RAFT-small, CPU latency side by side (densekit issue "Optical flow") --
+
+
+def bench_flow(argv: list[str]) -> list[dict]:
+    """Params, MACs and CPU latency (eval, no_grad, median) of CompactFlowNet on each backbone vs torchvision's
+    ``raft_small(weights=None)`` at ``num_flow_updates`` iterations, at one input size, in one run; the runs
+    are interleaved (one forward of each model per round) so machine noise hits all models alike."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from torchvision.models.optical_flow import raft_small
+
+    from densekit.models import create_flow_model
+
+    p = argparse.ArgumentParser(prog="benchmark.py flow", description=bench_flow.__doc__)
+    p.add_argument("--height", type=int, default=384)
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--repeats", type=int, default=5, help="timed forwards per model (median reported)")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    p.add_argument("--backbones", nargs="+", default=["flow_pyramid"], help="e.g. flow_pyramid mci0 mci2")
+    p.add_argument("--flow-updates", type=int, default=12, help="RAFT-small refinement iterations")
+    p.add_argument("--head", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="CompactFlowNet overrides as YAML values, e.g. output_stride=8 upsample=convex")
+    args = p.parse_args(argv)
+    import yaml
+
+    head_kw = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.head)}
+    torch.set_num_threads(args.threads)
+    x = torch.rand(1, 3, args.height, args.width)
+    models = {}
+    for name in args.backbones:
+        torch.manual_seed(0)
+        net = create_flow_model({"name": name, "pretrained": False}, **head_kw).eval()
+        models[f"CompactFlowNet ({name})"] = (net, lambda net=net: net(x, x))
+    raft = raft_small(weights=None).eval()
+    x_raft = x * 2 - 1  # torchvision's RAFT takes images in [-1, 1]
+    models["RAFT-small (torchvision)"] = (raft, lambda: raft(x_raft, x_raft, num_flow_updates=args.flow_updates))
+    times: dict[str, list[float]] = {k: [] for k in models}
+    macs = {}
+    with torch.no_grad():
+        for key, (_, fn) in models.items():
+            with FlopCounterMode(display=False) as counter:
+                fn()  # also the warm-up
+            macs[key] = counter.get_total_flops() / 2
+        for _ in range(args.repeats):
+            for key, (_, fn) in models.items():
+                times[key].append(_median_time(fn, 1))
+    ref = statistics.median(times["RAFT-small (torchvision)"])
+    print(f"\nflow at {args.height}x{args.width}, batch 1, CPU, {args.threads} thread(s), eval + no_grad, "
+          f"median of {args.repeats}; RAFT-small with {args.flow_updates} updates")
+    print("| model | params (M) | GMACs | CPU latency (ms) | latency / RAFT-small |")
+    print("|---|---|---|---|---|")
+    rows = []
+    for key, (net, _) in models.items():
+        med = statistics.median(times[key])
+        row = {"model": key, "params_M": sum(q.numel() for q in net.parameters()) / 1e6, "GMACs": macs[key] / 1e9,
+               "latency_ms": med * 1000, "ratio": med / ref}
+        rows.append(row)
+        print(f"| {key} | {row['params_M']:.2f} | {row['GMACs']:.2f} | {row['latency_ms']:.0f} | {row['ratio']:.3f} |")
+    return rows
+
+
 def main():
     if sys.argv[1:2] == ["scan"]:  # its own options: see scripts/bench_scan.py
         import runpy
 
         sys.argv = [str(Path(__file__).with_name("bench_scan.py"))] + sys.argv[2:]
         runpy.run_path(sys.argv[0], run_name="__main__")
+        return
+    if sys.argv[1:2] == ["flow"]:  # its own options: see bench_flow
+        bench_flow(sys.argv[2:])
+        return
+    if sys.argv[1:2] == ["memory3d"]:  # its own options: see bench_memory3d
+        bench_memory3d(sys.argv[2:])
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["data", "heads", "backbones"])

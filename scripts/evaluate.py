@@ -1,12 +1,17 @@
-"""Evaluate a checkpoint on a dataset split.
+"""Evaluate a checkpoint on a dataset split (the task comes from the checkpoint).
 
     python scripts/evaluate.py ckpt=<path> [data=<name>] [data.root=<path>] [split=val]
         [mode=whole|slide] [crop=[512,512]] [stride=[341,341]] [flip=true] [scales=[0.75,1.0,1.25]]
         [save_dir=<dir>] [batch_size=1] [limit=N] [device=cpu]
+    depth only: [eval_crop=eigen_nyu|garg|eigen_kitti|none] [min_depth=1e-3] [max_depth=10]
+        [median_scaling=true] [baseline=train_mean]
 
 ``data`` defaults to the checkpoint's own data config; ``data=<name>`` composes conf/data/<name>.yaml
-(further ``data.*`` overrides apply). Prints mIoU, mDice, pixel accuracy and per-class IoU; with
-``save_dir`` writes one coloured prediction PNG (image | ground truth | prediction) per sample.
+(further ``data.*`` overrides apply). seg prints mIoU, mDice, pixel accuracy and per-class IoU; depth
+prints AbsRel, SqRel, RMSE, RMSE-log, SILog, log10 and the delta accuracies under the checkpoint's caps
+and evaluation crop (overridable). ``baseline=train_mean`` scores a constant prediction, the mean valid
+depth of the train split (over ``limit`` samples or 256), next to the model. With ``save_dir`` one PNG per
+sample (image | ground truth | prediction [| error]).
 """
 
 from __future__ import annotations
@@ -25,12 +30,14 @@ sys.path.insert(0, str(ROOT))
 
 from densekit.data import build_dataset  # noqa: E402
 from densekit.inference import load_checkpoint_model, predict  # noqa: E402
-from densekit.metrics import SegMetrics  # noqa: E402
+from densekit.metrics import DepthMetrics, SegMetrics  # noqa: E402
 from densekit.train import format_metrics, split_data_config  # noqa: E402
-from densekit.viz import seg_panel  # noqa: E402
+from densekit.viz import depth_panel, seg_panel  # noqa: E402
 
 DEFAULTS = {"split": "val", "mode": "whole", "crop": None, "stride": None, "flip": False, "scales": [1.0],
             "save_dir": None, "batch_size": 1, "limit": None, "device": "cpu"}
+DEPTH_DEFAULTS = {"eval_crop": "config", "min_depth": None, "max_depth": None, "median_scaling": None,
+                  "baseline": None}
 def parse_args(argv: list[str]) -> tuple[dict, list[str]]:
     opts, data_overrides = dict(DEFAULTS), []
     for arg in argv:
@@ -39,10 +46,12 @@ def parse_args(argv: list[str]) -> tuple[dict, list[str]]:
         key, value = arg.split("=", 1)
         if key == "data" or key.startswith("data."):
             data_overrides.append(arg)
-        elif key == "ckpt" or key in DEFAULTS:
+        elif key == "ckpt" or key in DEFAULTS or key in DEPTH_DEFAULTS:
             opts[key] = yaml.safe_load(value)
         else:
-            raise SystemExit(f"unknown option {key!r}; expected ckpt, data, data.*, or one of {sorted(DEFAULTS)}")
+            raise SystemExit(
+                f"unknown option {key!r}; expected ckpt, data, data.*, or one of {sorted(DEFAULTS | DEPTH_DEFAULTS)}"
+            )
     if "ckpt" not in opts:
         raise SystemExit(f"missing ckpt=<path>\n\n{__doc__}")
     return opts, data_overrides
@@ -60,8 +69,14 @@ def data_config(ckpt_config: dict, overrides: list[str]) -> dict:
 
 def evaluate(opts: dict, data_overrides: list[str]) -> dict[str, float]:
     model, config = load_checkpoint_model(opts["ckpt"], opts["device"])
-    if config["task"]["name"] != "seg":
-        raise SystemExit(f"this checkpoint is for task={config['task']['name']}; evaluate.py handles seg")
+    task = config["task"]["name"]
+    depth_opts = {k: opts[k] for k in DEPTH_DEFAULTS if k in opts}
+    if task != "depth" and depth_opts:
+        raise SystemExit(f"{sorted(depth_opts)} apply to depth checkpoints; this one is task={task}")
+    if task == "depth":
+        return evaluate_depth(model, config, opts, data_overrides)
+    if task != "seg":
+        raise SystemExit(f"this checkpoint is for task={task}; evaluate.py handles seg and depth")
     data = data_config(config, data_overrides)
     if data["num_classes"] != config["data"]["num_classes"]:
         raise SystemExit(f"data has {data['num_classes']} classes but the checkpoint predicts {config['data']['num_classes']}")
@@ -94,6 +109,84 @@ def evaluate(opts: dict, data_overrides: list[str]) -> dict[str, float]:
     print(f"{seen} images from data={data['name']} split={opts['split']} (mode={opts['mode']}, flip={opts['flip']}, "
           f"scales={opts['scales']})")
     print(format_metrics(results))
+    return results
+
+
+def depth_metric_options(config: dict, opts: dict) -> dict:
+    """The checkpoint's depth-metric settings (caps, crop, median scaling), with command-line overrides."""
+    cfg = dict(config["task"].get("metrics") or {})
+    if opts.get("eval_crop", "config") != "config":
+        cfg["crop"] = None if opts["eval_crop"] in (None, "none") else opts["eval_crop"]
+    for key in ("min_depth", "max_depth", "median_scaling"):
+        if opts.get(key) is not None:
+            cfg[key] = opts[key]
+    return cfg
+
+
+def _depth_dataset(data: dict, split: str, length: int | None = None):
+    name, kwargs, _, lengths = split_data_config(data)
+    kwargs.pop("augment", None)  # evaluation never augments
+    if length or lengths.get(split):
+        kwargs["length"] = length or lengths[split]
+    return build_dataset(name, split, targets=("depth",), **kwargs)
+
+
+def train_mean_depth(data: dict, limit: int) -> float:
+    """Mean valid depth over the first ``limit`` train samples: the constant-prediction baseline."""
+    dataset = _depth_dataset(data, "train")
+    total, count = 0.0, 0
+    for i in range(min(limit, len(dataset))):
+        s = dataset[i]
+        keep = s["valid"][None] & torch.isfinite(s["depth"]) & (s["depth"] > 0)
+        total += float(s["depth"][keep].double().sum())
+        count += int(keep.sum())
+    if not count:
+        raise SystemExit("baseline=train_mean: no valid depth in the train split")
+    return total / count
+
+
+def evaluate_depth(model, config: dict, opts: dict, data_overrides: list[str]) -> dict[str, float]:
+    data = data_config(config, data_overrides)
+    metric_cfg = depth_metric_options(config, opts)
+    dataset = _depth_dataset(data, opts["split"])
+    loader = torch.utils.data.DataLoader(dataset, batch_size=int(opts["batch_size"]))
+    metric = DepthMetrics(**metric_cfg)
+    baseline, base_metric = opts.get("baseline"), None
+    if baseline not in (None, "train_mean"):
+        raise SystemExit(f"baseline must be train_mean, got {baseline!r}")
+    if baseline:
+        mean_depth = train_mean_depth(data, int(opts["limit"] or 256))
+        base_metric = DepthMetrics(**metric_cfg)
+    save = Path(opts["save_dir"]) if opts["save_dir"] else None
+    if save:
+        save.mkdir(parents=True, exist_ok=True)
+    seen = 0
+    for batch in loader:
+        image = batch["image"].to(opts["device"])
+        pred = predict(model, image, mode=opts["mode"], crop=opts["crop"], stride=opts["stride"],
+                       flip=bool(opts["flip"]), scales=tuple(opts["scales"]), probabilities=False).cpu()
+        metric.update(pred, batch["depth"], batch.get("valid"))
+        if base_metric is not None:
+            base_metric.update(torch.full_like(pred, mean_depth), batch["depth"], batch.get("valid"))
+        if save:
+            for i in range(pred.shape[0]):
+                panel = depth_panel(batch["image"][i], batch["depth"][i, 0].numpy(), pred[i, 0].numpy(),
+                                    batch["valid"][i].numpy() if "valid" in batch else None)
+                Image.fromarray(panel).save(save / f"{seen + i:05d}.png")
+        seen += pred.shape[0]
+        if opts["limit"] and seen >= int(opts["limit"]):
+            break
+    results = {f"{opts['split']}/{k}": v for k, v in metric.compute().items()}
+    print(f"{seen} images from data={data['name']} split={opts['split']} (mode={opts['mode']}, flip={opts['flip']}, "
+          f"scales={opts['scales']}, crop={metric_cfg.get('crop')}, depth cap {metric_cfg.get('min_depth')}-"
+          f"{metric_cfg.get('max_depth')} m, median_scaling={metric_cfg.get('median_scaling', False)})")
+    print(format_metrics(results))
+    if base_metric is not None:
+        base = {f"baseline/{k}": v for k, v in base_metric.compute().items()}
+        print(f"\nBaseline: constant {mean_depth:.3f} m (mean valid depth of the train split)")
+        print(format_metrics(base))
+        results.update(base)
+        results["baseline/mean_depth"] = mean_depth
     return results
 
 

@@ -30,10 +30,8 @@ def compose():
     return _compose
 
 
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory):
-    """One seconds-long training run (experiment=smoke), shared by the tests that need a checkpoint:
-    returns (run_dir, final metrics, printed output)."""
+def _train_run(tmp_path_factory, name: str, overrides: list[str]):
+    """Train once with ``overrides`` into a fresh directory: (run_dir, final metrics, printed output)."""
     import contextlib
     import io
 
@@ -42,13 +40,25 @@ def smoke_run(tmp_path_factory):
 
     from densekit.train import train
 
-    run_dir = tmp_path_factory.mktemp("smoke_run")
+    run_dir = tmp_path_factory.mktemp(name)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = hydra_compose(config_name="train", overrides=["experiment=smoke", f"output_dir={run_dir}"])
+        cfg = hydra_compose(config_name="train", overrides=[*overrides, f"output_dir={run_dir}"])
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         metrics = train(cfg)
     return run_dir, metrics, out.getvalue()
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """One seconds-long segmentation run (experiment=smoke), shared by the tests that need a checkpoint."""
+    return _train_run(tmp_path_factory, "smoke_run", ["experiment=smoke"])
+
+
+@pytest.fixture(scope="session")
+def depth_run(tmp_path_factory):
+    """One seconds-long depth run (task=depth experiment=smoke)."""
+    return _train_run(tmp_path_factory, "depth_run", ["task=depth", "experiment=smoke"])
 
 
 @pytest.fixture(scope="module")

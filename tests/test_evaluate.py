@@ -58,6 +58,8 @@ def test_checkpoint_round_trip_and_evaluate_script(smoke_run, tmp_path, capsys):
     assert results["val/pixel_acc"] == pytest.approx(metrics["val/pixel_acc"], abs=1e-6)
     pngs = sorted((tmp_path / "png").glob("*.png"))
     assert len(pngs) == 8 and Image.open(pngs[0]).size == (3 * 64, 64)
+    with pytest.raises(SystemExit, match=r"\['eval_crop'\] apply to depth checkpoints"):
+        evaluate_main([f"ckpt={ckpt}", "eval_crop=garg"])
     tta = evaluate_main([f"ckpt={ckpt}", "flip=true", "scales=[0.75,1.0]", "mode=slide", "crop=[32,32]", "limit=2"])
     assert 0.0 <= tta["val/mIoU"] <= 1.0
 

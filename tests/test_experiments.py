@@ -3,6 +3,7 @@
 import pytest
 
 from densekit.train import train
+from tests.test_depth_datasets import make_kitti, make_nyu_folder
 from tests.test_seg_datasets import make_ade, make_cityscapes, make_folder
 
 SHRINK = [
@@ -30,6 +31,15 @@ RECIPES = {
 }
 
 
+# depth recipes: fixture frames are 6x8, so the crops shrink (and pad: padded pixels are not valid)
+DEPTH_RECIPES = {
+    "depth_nyuv2_mci2": (make_nyu_folder, {"task.name": "depth", "backbone.name": "mci2", "head.name": "fpn",
+                                           "data.name": "nyuv2", "data.eval_crop": "eigen_nyu"}),
+    "depth_kitti_eigen": (make_kitti, {"task.name": "depth", "backbone.name": "mci2", "head.name": "fpn",
+                                       "data.name": "kitti", "data.eval_crop": "garg", "data.max_depth": 80.0}),
+}
+
+
 def _get(cfg, dotted):
     node = cfg
     for part in dotted.split("."):
@@ -48,6 +58,23 @@ def test_recipe_composes_and_trains(compose, tmp_path, recipe):
         assert _get(cfg, key) == value
     metrics = train(cfg)
     assert 0.0 <= metrics["val/mIoU"] <= 1.0
+    assert list((tmp_path / "run" / "checkpoints").glob("*.ckpt"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", sorted(DEPTH_RECIPES))
+def test_depth_recipe_composes_and_trains(compose, tmp_path, recipe):
+    make, expected = DEPTH_RECIPES[recipe]
+    root = make(tmp_path / "data")
+    shrink = [o for o in SHRINK if "crop" not in o] + ["data.augment.crop=[32,64]", "data.kb_crop=false"][
+        : 2 if recipe == "depth_kitti_eigen" else 1
+    ]
+    cfg = compose([f"experiment={recipe}", f"data.root={root}", f"output_dir={tmp_path / 'run'}", *shrink])
+    for key, value in expected.items():
+        assert _get(cfg, key) == value
+    assert cfg.task.metrics.crop == expected["data.eval_crop"] and cfg.task.model.max_depth == cfg.data.max_depth
+    metrics = train(cfg)
+    assert metrics["val/abs_rel"] >= 0.0 and 0.0 <= metrics["val/d1"] <= 1.0
     assert list((tmp_path / "run" / "checkpoints").glob("*.ckpt"))
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .flow_transforms import apply_flow_augment, build_flow_augment
 from .schema import check_sample
 from .synthetic import CLASS_NAMES, SceneConfig, generate_scene
 from .transforms import apply_augment, build_augment
@@ -59,7 +60,13 @@ class SyntheticScenes(Dataset):
             raise ValueError(f"length must be >= 1, got {length}")
         self.split, self.length, self.seed, self.targets = split, int(length), int(seed), tuple(targets)
         self.cfg = SceneConfig(height=int(size[0]), width=int(size[1]), **(scene or {}))
-        self.augment = build_augment(augment) if split == "train" else None
+        # flow vectors must move with the pixels (scaled, negated on flips): the flow-aware augmenter
+        if "flow" in self.targets:
+            self.augment = build_flow_augment(augment, targets=self.targets) if split == "train" else None
+            self._apply = apply_flow_augment
+        else:
+            self.augment = build_augment(augment) if split == "train" else None
+            self._apply = apply_augment
         self._split_code = zlib.crc32(split.encode())  # stable across processes, unlike hash()
 
     def __len__(self) -> int:
@@ -75,5 +82,5 @@ class SyntheticScenes(Dataset):
         sample = {k: v for k, v in scene.items() if k in keep}
         if "valid" not in sample:
             sample["valid"] = np.ones(sample["image"].shape[:2], bool)
-        sample = apply_augment(self.augment, sample)
+        sample = self._apply(self.augment, sample)
         return check_sample(to_tensors(sample))

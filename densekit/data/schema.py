@@ -36,3 +36,36 @@ def check_sample(sample: dict, required: tuple[str, ...] = ("image",)) -> dict:
                 f"sample[{key!r}] has size {tuple(value.shape[-2:])} but the image is {(h, w)}; they must match"
             )
     return sample
+
+
+# key -> (dtype, rank without batch dim) for 3D volume samples
+VOLUME_SCHEMA = {
+    "image": (torch.float32, 4),  # (C, D, H, W), z-scored per channel
+    "mask": (torch.int64, 3),  # (D, H, W) train ids, ignore = 255
+    "valid": (torch.bool, 3),  # (D, H, W)
+}
+
+
+def check_volume_sample(sample: dict, required: tuple[str, ...] = ("image", "mask", "valid")) -> dict:
+    """Validate one 3D volume sample (image (C,D,H,W) float32, mask (D,H,W) int64, valid (D,H,W) bool)."""
+    missing = [k for k in required if k not in sample]
+    if missing:
+        raise ValueError(
+            f"sample is missing keys {missing}; expected at least {list(required)}, got {sorted(sample)}"
+        )
+    spatial = tuple(sample["image"].shape[-3:])
+    for key, value in sample.items():
+        if key not in VOLUME_SCHEMA or not torch.is_tensor(value):
+            continue
+        dtype, rank = VOLUME_SCHEMA[key]
+        if value.dtype != dtype or value.dim() != rank:
+            raise ValueError(
+                f"sample[{key!r}] should be {dtype} with {rank} dims, got {value.dtype} with shape "
+                f"{tuple(value.shape)}"
+            )
+        if tuple(value.shape[-3:]) != spatial:
+            raise ValueError(
+                f"sample[{key!r}] has size {tuple(value.shape[-3:])} but the image is {spatial} (D, H, W); "
+                "they must match"
+            )
+    return sample

@@ -3,6 +3,7 @@
 from .seg import IGNORE_INDEX, seg_loss
 
 # -- task losses (one import line per task module) --
+from .flow import epe, multiscale_flow_loss
 from .volume import soft_dice_loss, volume_loss
 from .depth import depth_loss, gradient_loss, silog_loss
 

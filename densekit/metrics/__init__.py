@@ -4,5 +4,8 @@ and torchmetrics accumulators (sum-reduced across processes) for the training lo
 from .seg import IGNORE_INDEX, SegMetrics, confusion_matrix, scores_from_confusion, seg_metrics
 
 # -- task metrics (one import line per task module) --
+from .flow import FlowMetrics, flow_metrics, flow_sums
+from .volume import BRATS_REGIONS, VolumeMetrics, volume_metrics
+from .depth import EVAL_CROPS, DepthMetrics, depth_metrics
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,0 +1,711 @@
+"""3D volume datasets: the embedded procedural volumes, BraTS case folders and nnU-Net-style NIfTI folders.
+
+Every dataset yields the volume schema (``densekit.data.schema.check_volume_sample``):
+  image  float32 (C, D, H, W)  one channel per modality, z-scored per modality over the brain voxels
+                               (the voxels where any modality is nonzero); background voxels are 0
+  mask   int64   (D, H, W)     contiguous train ids; 255 = ignore (only where a patch was padded)
+  valid  bool    (D, H, W)     False where a patch was padded beyond the volume
+
+Axis order: NIfTI arrays are stored (i, j, k) = (x, y, z); samples are (D, H, W) = (k, j, i), so D runs
+over axial slices for the usual BraTS orientation. ``dhw_to_nifti`` undoes it before writing a prediction
+with the case's affine (``densekit.io.write_nifti``).
+
+Label conventions (``labels:``) and the train ids they map to (``VOLUME_CLASS_NAMES`` order):
+  brats2023  raw {0, 1, 2, 3}: 0 background, 1 necrotic core (NETC), 2 edema (SNFH), 3 enhancing (ET)
+             -> identity (0->0, 1->1, 2->2, 3->3)
+  brats2021  raw {0, 1, 2, 4} (BraTS 2018-2021): 0 background, 1 necrotic/non-enhancing core, 2 edema,
+             4 enhancing -> 0->0, 1->1, 2->2, 4->3 (label 3 is unused in this convention and an error)
+  null       (NiftiFolder) raw values are already train ids 0..K-1, K = len(class names)
+A label value outside the convention is an error naming the case and the values.
+
+Sampling (train split): ``patch: [D, H, W]`` cuts a random patch; with probability ``fg_prob`` it is
+centred on a random foreground voxel (label > 0), clamped inside the volume, so that voxel is always in the
+patch (nnU-Net's oversampling, default 0.33). A volume smaller than the patch is padded symmetrically
+(image 0, mask 255, valid False). ``patch: null`` returns the whole volume. The val/test splits return the
+whole volume (for sliding-window inference), or a deterministic centre patch of ``val_patch: [D, H, W]``.
+Randomness comes from torch's generator (seeded by Lightning's ``seed_everything``, distinct per DataLoader
+worker), so runs are reproducible and workers do not repeat each other's patches.
+
+Augmentation (``augment:``, train split only; numpy, image/mask/valid moved together):
+  flip: p            flip each of the three axes independently with probability p (or [pD, pH, pW])
+  scale: s           multiply each modality by a factor drawn from U(1 - s, 1 + s)
+  shift: s           add an offset drawn from U(-s, s) to each modality (z-score units)
+  gauss_noise: sigma add N(0, sigma') noise, sigma' drawn from U(0, sigma) per sample
+Intensity ops touch brain voxels only: the background stays exactly 0.
+
+Splits of the file readers: ``split_file`` (JSON; a relative path is resolved against ``root``) holding
+``{"train": [case, ...], "val": [...], "test": [...]}`` or nnU-Net's ``splits_final.json`` (a list of such
+dicts, one per fold; ``fold`` picks one). Without it, the cases sorted by name are permuted by ``seed`` and
+the first ``round(val_fraction * n)`` (at least 1, at most n - 1) form val, the rest train; the same
+(cases, seed, val_fraction) always gives the same split. ``test`` needs a split file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from densekit.io.nifti import read_nifti
+
+from .schema import IGNORE_INDEX, check_volume_sample
+from .seg_base import BadSampleError, BadSampleWarning, missing
+from .synthetic import VOLUME_CLASS_NAMES, generate_volume  # (background, necrotic_core, edema, enhancing)
+
+# raw label value -> train id, per convention (module docstring)
+LABEL_CONVENTIONS: dict[str, dict[int, int]] = {
+    "brats2023": {0: 0, 1: 1, 2: 2, 3: 3},
+    "brats2021": {0: 0, 1: 1, 2: 2, 4: 3},
+}
+_LABEL_DESC = {
+    "brats2023": "{0, 1, 2, 3} (0 background, 1 necrotic core, 2 edema, 3 enhancing)",
+    "brats2021": "{0, 1, 2, 4} (0 background, 1 necrotic core, 2 edema, 4 enhancing)",
+}
+
+# BraTS file naming: <root>/<case>/<pattern> with {case} and {modality} filled in
+BRATS_NAMINGS = {
+    # 2018-2021: BraTS2021_00000/BraTS2021_00000_t1.nii.gz ... _seg.nii.gz
+    "brats2021": {"pattern": "{case}_{modality}.nii.gz", "modalities": ("t1", "t1ce", "t2", "flair"),
+                  "seg": "seg", "labels": "brats2021"},
+    # 2023 (GLI): BraTS-GLI-00000-000/BraTS-GLI-00000-000-t1n.nii.gz ... -seg.nii.gz
+    "brats2023": {"pattern": "{case}-{modality}.nii.gz", "modalities": ("t1n", "t1c", "t2w", "t2f"),
+                  "seg": "seg", "labels": "brats2023"},
+}
+
+_AUGMENT_KEYS = {"flip", "scale", "shift", "gauss_noise"}
+
+
+# -- axes ------------------------------------------------------------------------------------------------
+def nifti_to_dhw(array: np.ndarray) -> np.ndarray:
+    """(..., i, j, k) file order -> (..., D, H, W) = (..., k, j, i) sample order (contiguous copy)."""
+    return np.ascontiguousarray(np.swapaxes(array, -1, -3))
+
+
+def dhw_to_nifti(array: np.ndarray) -> np.ndarray:
+    """(..., D, H, W) sample order -> (..., i, j, k) file order; the inverse of ``nifti_to_dhw``."""
+    return np.ascontiguousarray(np.swapaxes(array, -1, -3))
+
+
+# -- intensity -------------------------------------------------------------------------------------------
+def zscore(image: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """Per-channel z-score over the ``brain`` voxels of ``image`` (C, D, H, W); background set to 0.
+
+    A channel constant over the brain (std 0) is only centred, not divided.
+    """
+    out = np.zeros(image.shape, np.float32)
+    if not brain.any():
+        return out
+    for c in range(image.shape[0]):
+        values = image[c][brain].astype(np.float64)
+        mean, std = values.mean(), values.std()
+        out[c][brain] = ((values - mean) / (std if std > 0 else 1.0)).astype(np.float32)
+    return out
+
+
+# -- patches ---------------------------------------------------------------------------------------------
+def check_patch(patch, what: str = "patch") -> tuple[int, int, int] | None:
+    """``[D, H, W]`` of positive ints -> tuple, or None; a clear error otherwise."""
+    if patch is None:
+        return None
+    if (not isinstance(patch, (list, tuple)) or len(patch) != 3
+            or any(isinstance(p, bool) or not isinstance(p, int) or p < 1 for p in patch)):
+        raise ValueError(f"{what} must be [D, H, W] of positive ints or null, got {patch!r}")
+    return tuple(int(p) for p in patch)
+
+
+def pad_to(sample: dict[str, np.ndarray], shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
+    """Pad a numpy volume sample symmetrically to at least ``shape``: image 0, mask 255, valid/brain False."""
+    size = sample["mask"].shape
+    need = [max(0, s - n) for s, n in zip(shape, size)]
+    if not any(need):
+        return sample
+    pads = [(n // 2, n - n // 2) for n in need]
+    fill = {"image": 0.0, "mask": IGNORE_INDEX, "valid": False, "brain": False}
+    out = {}
+    for key, value in sample.items():
+        lead = [(0, 0)] * (value.ndim - 3)  # the channel axis of image is not padded
+        out[key] = np.pad(value, lead + pads, constant_values=fill[key])
+    return out
+
+
+def crop(sample: dict[str, np.ndarray], start: tuple[int, ...], shape: tuple[int, int, int]) -> dict:
+    window = tuple(slice(s, s + n) for s, n in zip(start, shape))
+    return {k: np.ascontiguousarray(v[(Ellipsis,) + window]) for k, v in sample.items()}
+
+
+def random_patch(
+    sample: dict[str, np.ndarray], shape: tuple[int, int, int], fg_prob: float, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """A ``shape`` patch; with probability ``fg_prob`` centred (then clamped) on a random foreground voxel,
+    which therefore lies inside the patch. Without foreground in the volume the patch is uniform."""
+    sample = pad_to(sample, shape)
+    size = sample["mask"].shape
+    start = None
+    if fg_prob > 0 and rng.random() < fg_prob:
+        mask = sample["mask"]
+        fg = np.flatnonzero((mask > 0) & (mask != IGNORE_INDEX))
+        if fg.size:
+            centre = np.unravel_index(fg[rng.integers(fg.size)], size)
+            start = [min(max(c - n // 2, 0), s - n) for c, n, s in zip(centre, shape, size)]
+    if start is None:
+        start = [int(rng.integers(0, s - n + 1)) for n, s in zip(shape, size)]
+    return crop(sample, tuple(int(s) for s in start), shape)
+
+
+def centre_patch(sample: dict[str, np.ndarray], shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
+    """The deterministic centre ``shape`` patch (padded where the volume is smaller)."""
+    sample = pad_to(sample, shape)
+    start = tuple((s - n) // 2 for n, s in zip(shape, sample["mask"].shape))
+    return crop(sample, start, shape)
+
+
+# -- augmentation ----------------------------------------------------------------------------------------
+class VolumeAugment:
+    """The train-time 3D augmentation of the module docstring, checked at construction."""
+
+    def __init__(self, cfg: dict | None):
+        cfg = dict(cfg or {})
+        unknown = sorted(set(cfg) - _AUGMENT_KEYS)
+        if unknown:
+            raise ValueError(f"unknown volume augment key(s) {unknown}; known: {sorted(_AUGMENT_KEYS)}")
+        flip = cfg.get("flip", 0.0)
+        flips = list(flip) if isinstance(flip, (list, tuple)) else [flip] * 3
+        if len(flips) != 3 or any(isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1
+                                  for p in flips):
+            raise ValueError(f"augment.flip must be a probability or [pD, pH, pW] in [0, 1], got {flip!r}")
+        self.flip = [float(p) for p in flips]
+        for key in ("scale", "shift", "gauss_noise"):
+            value = cfg.get(key, 0.0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"augment.{key} must be a number >= 0, got {value!r}")
+        self.scale, self.shift = float(cfg.get("scale", 0.0)), float(cfg.get("shift", 0.0))
+        self.noise = float(cfg.get("gauss_noise", 0.0))
+        if self.scale >= 1:
+            raise ValueError(
+                f"augment.scale must be < 1 (factors in (1 - s, 1 + s) must stay positive), got {self.scale}"
+            )
+
+    def __call__(self, sample: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        out = dict(sample)
+        for axis, p in enumerate(self.flip):
+            if p and rng.random() < p:
+                # spatial axis ``axis`` is the last three dims of every key (image has a channel axis first)
+                out = {k: np.flip(v, axis=v.ndim - 3 + axis) for k, v in out.items()}
+        image = np.array(out["image"], np.float32)  # a copy: flips are views of the cached arrays
+        brain = out["brain"]
+        channels = image.shape[0]
+        if self.scale:
+            factor = rng.uniform(1 - self.scale, 1 + self.scale, size=channels).astype(np.float32)
+            image *= factor[:, None, None, None]  # (C, 1, 1, 1)
+        if self.shift:
+            offset = rng.uniform(-self.shift, self.shift, size=channels).astype(np.float32)
+            image += offset[:, None, None, None]  # (C, 1, 1, 1)
+        if self.noise:
+            image += rng.normal(0.0, rng.uniform(0, self.noise), size=image.shape).astype(np.float32)
+        image[:, ~brain] = 0.0  # the background stays exactly 0 (scale keeps it, shift/noise would not)
+        out["image"] = image
+        return {k: np.ascontiguousarray(v) for k, v in out.items()}
+
+
+def _torch_rng() -> np.random.Generator:
+    """A numpy generator drawn from torch's RNG: reproducible under seed_everything, distinct per worker."""
+    return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+
+
+class _VolumeSampling:
+    """Patch sampling + augmentation + conversion shared by every volume dataset."""
+
+    def _setup(self, split: str, patch, fg_prob, val_patch, augment, targets) -> None:
+        name = type(self).__name__
+        bad = [t for t in targets if t != "mask"]
+        if bad:
+            raise ValueError(f"{name} provides only the 'mask' target; the task asked for {list(targets)}")
+        if isinstance(fg_prob, bool) or not isinstance(fg_prob, (int, float)) or not 0 <= fg_prob <= 1:
+            raise ValueError(f"{name}: fg_prob must be a probability in [0, 1], got {fg_prob!r}")
+        self.is_train = split == "train"
+        self.patch = check_patch(patch, "patch")
+        self.val_patch = check_patch(val_patch, "val_patch")
+        self.fg_prob = float(fg_prob)
+        train_aug = VolumeAugment(augment)  # checked for every split: a typo should not wait for training
+        self.augment = train_aug if self.is_train and augment else None
+
+    def _finish(self, sample: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        if self.is_train:
+            rng = _torch_rng()
+            if self.patch is not None:
+                sample = random_patch(sample, self.patch, self.fg_prob, rng)
+            if self.augment is not None:
+                sample = self.augment(sample, rng)
+        elif self.val_patch is not None:
+            sample = centre_patch(sample, self.val_patch)
+        out = {
+            "image": torch.from_numpy(np.ascontiguousarray(sample["image"], np.float32)),
+            "mask": torch.from_numpy(np.ascontiguousarray(sample["mask"], np.int64)),
+            "valid": torch.from_numpy(np.ascontiguousarray(sample["valid"], bool)),
+        }
+        return check_volume_sample(out)
+
+
+# -- the embedded procedural volumes -------------------------------------------------------------------------
+class SyntheticVolumes(_VolumeSampling, Dataset):
+    """The embedded procedural volumes (``densekit.data.synthetic.generate_volume``): a noisy ellipsoidal
+    brain with a nested lesion, BraTS-2023 train ids (0 background, 1 necrotic, 2 edema, 3 enhancing).
+
+    Sample ``index`` of ``split`` is always the same volume for the same ``seed`` (the generator is seeded
+    with ``[seed, crc32(split), index]``); train, val and test draw from disjoint seed streams. Intensities
+    are z-scored per channel over the brain, like the real readers. ``size`` is the whole volume (D, H, W).
+    ``labels`` only states the convention (for the metrics' BraTS regions); the train ids are fixed.
+    """
+
+    class_names = VOLUME_CLASS_NAMES
+
+    def __init__(
+        self,
+        split: str = "train",
+        length: int = 100,
+        size: tuple[int, int, int] = (64, 64, 64),
+        seed: int = 0,
+        channels: int = 4,
+        patch: list[int] | None = None,
+        fg_prob: float = 0.33,
+        val_patch: list[int] | None = None,
+        augment: dict | None = None,
+        targets: tuple[str, ...] = ("mask",),
+        labels: str | None = "brats2023",
+    ):
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"SyntheticVolumes: split must be 'train', 'val' or 'test', got {split!r}")
+        if labels not in ("brats2023", None):  # accepted so data.labels can tell the metrics the convention
+            raise ValueError(f"SyntheticVolumes: the generator writes BraTS-2023 train ids; labels must be "
+                             f"'brats2023' or null, got {labels!r}")
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            raise ValueError(f"SyntheticVolumes: length must be a positive int, got {length!r}")
+        size = check_patch(list(size) if isinstance(size, tuple) else size, "size")
+        if size is None or min(size) < 8:
+            raise ValueError(f"SyntheticVolumes: size must be [D, H, W] with every side >= 8, got {size!r}")
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+            raise ValueError(f"SyntheticVolumes: channels must be a positive int, got {channels!r}")
+        self._setup(split, patch, fg_prob, val_patch, augment, targets)
+        self.split, self.length, self.size = split, length, size
+        self.seed, self.channels = int(seed), channels
+        self._split_code = zlib.crc32(split.encode())  # stable across processes, unlike hash()
+
+    def __len__(self) -> int:
+        return self.length
+
+    def load(self, index: int) -> dict[str, np.ndarray]:
+        """Volume ``index`` as numpy (image z-scored (C,D,H,W), mask, valid, brain), before sampling."""
+        vol = generate_volume([self.seed, self._split_code, index], self.size, self.channels)
+        brain = vol["brain"]
+        return {"image": zscore(vol["image"], brain), "mask": vol["mask"], "valid": np.ones(self.size, bool),
+                "brain": brain}
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} out of range for {self.length} samples")
+        return self._finish(self.load(index))
+
+
+# -- file readers ----------------------------------------------------------------------------------------
+def _select_split(
+    names: list[str],
+    split: str,
+    split_file: Path | None,
+    fold: int,
+    val_fraction: float,
+    seed: int,
+    what: str,
+) -> list[str]:
+    """The case names of ``split`` (module docstring: split file, or a seeded fraction split)."""
+    if split_file is not None:
+        if not split_file.is_file():
+            raise missing(split_file, f"{what} split_file")
+        try:
+            data = json.loads(split_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{split_file}: unreadable split file ({type(exc).__name__}: {exc})") from None
+        if isinstance(data, list):  # nnU-Net splits_final.json: one {"train", "val"} dict per fold
+            if not 0 <= fold < len(data):
+                raise ValueError(f"{split_file}: fold {fold} requested but the file holds {len(data)} folds")
+            data = data[fold]
+        if not isinstance(data, dict) or split not in data or not isinstance(data[split], list):
+            keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise ValueError(
+                f"{split_file}: expected a JSON object with a list of case names under {split!r}, got {keys}"
+            )
+        chosen = [str(c) for c in data[split]]
+        unknown = sorted(set(chosen) - set(names))
+        if unknown:
+            raise ValueError(
+                f"{split_file}: {len(unknown)} case(s) of split {split!r} not found in the data: "
+                f"{unknown[:5]}"
+            )
+        return sorted(chosen)
+    if split == "test":
+        raise ValueError(
+            f"{what}: the 'test' split needs a split_file (the fraction split makes train/val only)"
+        )
+    bad_fraction = isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float))
+    if bad_fraction or not 0 <= val_fraction < 1:
+        raise ValueError(f"{what}: val_fraction must be in [0, 1), got {val_fraction!r}")
+    names = sorted(names)
+    n = len(names)
+    n_val = 0 if val_fraction == 0 or n < 2 else min(max(round(val_fraction * n), 1), n - 1)
+    order = np.random.default_rng(seed).permutation(n)
+    val = {names[i] for i in order[:n_val]}
+    return [c for c in names if (c in val) == (split == "val")]
+
+
+class VolumeFiles(_VolumeSampling, Dataset):
+    """Base of the NIfTI readers: lists cases at construction (directory listings only) and reads, checks
+    and normalises a case when it is loaded. Subclasses implement ``_cases() -> [(case, [image paths in
+    channel order], label path)]`` over every case under ``root``.
+
+    Checks per case (each a ``BadSampleError`` naming the case and file; ``skip_bad=True`` replaces the
+    case by the next good one, counted and warned about): every modality file present and readable, all
+    modalities and the label map 3D with the same shape and the same affine (within ``affine_atol`` mm),
+    label values inside the convention.
+    """
+
+    default_root = "datasets"
+    labels: str | None
+
+    def __init__(
+        self,
+        split: str = "train",
+        root: str | Path | None = None,
+        labels: str | None = "brats2023",
+        patch: list[int] | None = None,
+        fg_prob: float = 0.33,
+        val_patch: list[int] | None = None,
+        augment: dict | None = None,
+        split_file: str | Path | None = None,
+        fold: int = 0,
+        val_fraction: float = 0.2,
+        seed: int = 0,
+        skip_bad: bool = False,
+        length: int | None = None,
+        targets: tuple[str, ...] = ("mask",),
+        affine_atol: float = 1e-3,
+    ):
+        name = type(self).__name__
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"{name}: split must be 'train', 'val' or 'test', got {split!r}")
+        if labels is not None and labels not in LABEL_CONVENTIONS:
+            raise ValueError(
+                f"{name}: labels must be one of {sorted(LABEL_CONVENTIONS)} or null, got {labels!r}"
+            )
+        if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
+            raise ValueError(f"{name}: length must be a positive int or null, got {length!r}")
+        self._setup(split, patch, fg_prob, val_patch, augment, targets)
+        self.split, self.labels = split, labels
+        self.skip_bad, self.affine_atol = bool(skip_bad), float(affine_atol)
+        self.root = Path(root if root is not None else self.default_root).expanduser()
+        if not self.root.is_dir():
+            raise missing(self.root, f"{name} root")
+        if labels is not None:
+            table, self.label_desc = LABEL_CONVENTIONS[labels], f"{labels} {_LABEL_DESC[labels]}"
+        else:
+            table = {k: k for k in range(len(self.class_names))}
+            self.label_desc = f"train ids 0..{len(self.class_names) - 1} ({', '.join(self.class_names)})"
+        self.lut = np.full(256, -1, np.int16)
+        for raw, train in table.items():
+            self.lut[raw] = train
+        cases = self._cases()
+        if not cases:
+            raise ValueError(f"{name}: no cases found under {self.root.resolve()}; see datasets/README.md")
+        by_name = {c[0]: c for c in cases}
+        sf = None if split_file is None else Path(split_file).expanduser()
+        if sf is not None and not sf.is_absolute():
+            sf = self.root / sf
+        chosen = _select_split(sorted(by_name), split, sf, int(fold), val_fraction, int(seed), name)
+        self.cases = [by_name[c] for c in chosen]
+        if not self.cases:
+            raise ValueError(f"{name}: split {split!r} is empty ({len(by_name)} cases under "
+                             f"{self.root.resolve()}, "
+                             f"val_fraction={val_fraction}, split_file={split_file})")
+        self.length = len(self.cases) if length is None else int(length)
+        self.skipped: dict[int, str] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def _cases(self) -> list[tuple[str, list[Path], Path]]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self.length
+
+    # -- loading ---------------------------------------------------------------------------------------
+    def _read(self, case: str, path: Path, what: str) -> tuple[np.ndarray, np.ndarray]:
+        if not path.is_file():
+            raise BadSampleError(f"case {case}: missing {what} file {path}")
+        try:
+            array, affine = read_nifti(path)
+        except (ValueError, OSError) as exc:
+            raise BadSampleError(f"case {case}: {exc}") from None
+        while array.ndim > 3 and array.shape[-1] == 1:  # (X, Y, Z, 1) as some converters write it
+            array = array[..., 0]
+        if array.ndim != 3:
+            raise BadSampleError(f"case {case}: {path} is not a 3D volume: shape {array.shape}")
+        return array, affine
+
+    def encode(self, raw: np.ndarray, case: str, path: Path) -> np.ndarray:
+        """Raw label map -> train ids; values outside the convention are an error naming case and values."""
+        if not np.issubdtype(raw.dtype, np.integer):
+            rounded = np.rint(raw)
+            if not np.array_equal(rounded, raw):
+                bad = np.unique(raw[rounded != raw])[:5].tolist()
+                raise BadSampleError(f"case {case}: label map {path} holds non-integer values {bad}; "
+                                     f"expected {self.label_desc}")
+            raw = rounded
+        raw = raw.astype(np.int64)
+        inside = (raw >= 0) & (raw < 256)
+        mapped = np.where(inside, self.lut[np.clip(raw, 0, 255)], -1)
+        if (mapped < 0).any():
+            values = np.unique(raw[mapped < 0]).tolist()
+            raise BadSampleError(f"case {case}: label map {path} holds values {values[:10]} outside the "
+                                 f"convention; expected {self.label_desc}")
+        return mapped.astype(np.int64)
+
+    def load(self, i: int) -> dict[str, np.ndarray]:
+        """Case ``i`` as numpy in (D, H, W) order: image z-scored (C,D,H,W), mask train ids, valid, brain."""
+        case, image_paths, label_path = self.cases[i]
+        arrays, ref_path, ref_shape, ref_affine = [], None, None, None
+        for path, what in [(p, "modality") for p in image_paths] + [(label_path, "label")]:
+            array, affine = self._read(case, path, what)
+            if ref_shape is None:
+                ref_path, ref_shape, ref_affine = path, array.shape, affine
+            elif array.shape != ref_shape:
+                raise BadSampleError(f"case {case}: {path.name} has shape {array.shape} but "
+                                     f"{ref_path.name} has "
+                                     f"{ref_shape}; all modalities and the label map must match")
+            elif not np.allclose(affine, ref_affine, rtol=0, atol=self.affine_atol):
+                raise BadSampleError(
+                    f"case {case}: {path.name} has a different affine than {ref_path.name} (max difference "
+                    f"{np.abs(affine - ref_affine).max():.4g} > affine_atol={self.affine_atol}); "
+                    f"modalities are "
+                    f"not co-registered:\n{affine.round(4)}\nvs\n{ref_affine.round(4)}"
+                )
+            arrays.append(array)
+        mask = nifti_to_dhw(self.encode(arrays.pop(), case, label_path))
+        image = nifti_to_dhw(np.stack([a.astype(np.float32) for a in arrays]))  # (C, D, H, W)
+        if not np.isfinite(image).all():
+            raise BadSampleError(f"case {case}: a modality holds NaN or infinite values")
+        brain = (image != 0).any(axis=0)  # BraTS is skull-stripped: brain = nonzero in any modality
+        valid = np.ones(mask.shape, bool)
+        return {"image": zscore(image, brain), "mask": mask, "valid": valid, "brain": brain}
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} out of range for {self.length} samples")
+        n = len(self.cases)
+        for step in range(n):
+            i = (index + step) % n  # the deterministic substitute of a bad case is the next good one
+            if i in self.skipped:
+                continue
+            try:
+                sample = self.load(i)
+            except BadSampleError as exc:
+                if not self.skip_bad:
+                    raise
+                self.skipped[i] = str(exc)
+                warnings.warn(
+                    f"{type(self).__name__} {self.split}: skipping bad case ({exc}); "
+                    f"{len(self.skipped)} of {n} skipped so far (skip_bad=True)",
+                    BadSampleWarning,
+                    stacklevel=2,
+                )
+                continue
+            return self._finish(sample)
+        raise ValueError(
+            f"{type(self).__name__} {self.split}: all {n} cases under {self.root.resolve()} are bad; first: "
+            f"{next(iter(self.skipped.values()))}"
+        )
+
+
+class BraTSVolumes(VolumeFiles):
+    """BraTS case folders: ``<root>/<case>/<case><sep><modality>.nii.gz`` plus ``<case><sep>seg.nii.gz``.
+
+    ``naming`` picks the release's file names, modality order and label convention (each overridable):
+      brats2021 (2018-2021)  ``<case>_{t1,t1ce,t2,flair,seg}.nii.gz``, labels {0,1,2,4} (4 enhancing -> 3)
+      brats2023              ``<case>-{t1n,t1c,t2w,t2f,seg}.nii.gz``, labels {0,1,2,3}
+    ``modalities`` sets the channel order (and subset) of the image; ``pattern`` the file name with
+    ``{case}`` and ``{modality}`` placeholders; ``seg`` the label map's modality name. Every non-hidden
+    sub-folder of ``root`` is a case (the case name is the folder name).
+    """
+
+    class_names = VOLUME_CLASS_NAMES
+    default_root = "datasets/brats"
+
+    def __init__(
+        self,
+        split: str = "train",
+        root: str | Path | None = None,
+        naming: str = "brats2021",
+        modalities: list[str] | None = None,
+        pattern: str | None = None,
+        seg: str | None = None,
+        labels: str | None = None,
+        **kwargs,
+    ):
+        if naming not in BRATS_NAMINGS:
+            raise ValueError(f"BraTSVolumes: naming must be one of {sorted(BRATS_NAMINGS)}, got {naming!r}")
+        preset = BRATS_NAMINGS[naming]
+        self.modalities = tuple(modalities if modalities is not None else preset["modalities"])
+        self.pattern = pattern if pattern is not None else preset["pattern"]
+        self.seg = seg if seg is not None else preset["seg"]
+        if not self.modalities or len(set(self.modalities)) != len(self.modalities):
+            raise ValueError(
+                f"BraTSVolumes: modalities must be a non-empty list of distinct names, got {modalities!r}"
+            )
+        if "{case}" not in self.pattern or "{modality}" not in self.pattern:
+            raise ValueError(
+                f"BraTSVolumes: pattern needs {{case}} and {{modality}} placeholders, got {self.pattern!r}"
+            )
+        labels = labels if labels is not None else preset["labels"]
+        if labels is None:
+            raise ValueError("BraTSVolumes: labels must be 'brats2021' or 'brats2023'")
+        super().__init__(split, root, labels=labels, **kwargs)
+
+    def _cases(self) -> list[tuple[str, list[Path], Path]]:
+        out = []
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            case = folder.name
+            images = [folder / self.pattern.format(case=case, modality=m) for m in self.modalities]
+            out.append((case, images, folder / self.pattern.format(case=case, modality=self.seg)))
+        return out
+
+
+_CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})\.nii(\.gz)?$", re.IGNORECASE)
+_LABEL_FILE = re.compile(r"^(?P<case>.+?)\.nii(\.gz)?$", re.IGNORECASE)
+
+
+class NiftiFolder(VolumeFiles):
+    """A folder in the nnU-Net raw layout: ``images/<case>_0000.nii.gz``, ``<case>_0001.nii.gz``, ... (one
+    file per channel, 4-digit channel index) and ``labels/<case>.nii.gz`` (``imagesTr``/``labelsTr``, the
+    nnU-Net names, are used when ``images``/``labels`` are absent). ``.nii`` works as well as ``.nii.gz``.
+
+    Channels: ``channels`` if set, else the length of ``channel_names`` (nnU-Net v2) or ``modality`` (v1)
+    in ``root/dataset.json``, else 1 + the highest channel index found. A case lacking a channel file is a
+    bad case naming the file. Classes: ``classes`` (a list of names) if set, else ``labels`` of
+    ``dataset.json`` ({name: id} in v2, {"id": name} in v1, ids contiguous from 0); with a BraTS ``labels``
+    convention the four BraTS classes. ``labels: null`` means the label files already hold 0..K-1.
+    """
+
+    default_root = "datasets/nifti_folder"
+
+    def __init__(
+        self,
+        split: str = "train",
+        root: str | Path | None = None,
+        labels: str | None = None,
+        classes: list[str] | None = None,
+        channels: int | None = None,
+        **kwargs,
+    ):
+        root_path = Path(root if root is not None else self.default_root).expanduser()
+        if not root_path.is_dir():
+            raise missing(root_path, "NiftiFolder root")
+        meta = self._dataset_json(root_path)
+        if classes is not None:
+            names = [str(c) for c in classes]
+        elif labels is not None:
+            names = list(VOLUME_CLASS_NAMES)
+        else:
+            names = self._names_from_json(meta, root_path)
+        if labels is not None and len(names) != 4:
+            raise ValueError(
+                f"NiftiFolder: labels={labels!r} has 4 classes but {len(names)} class names were given"
+            )
+        if len(names) < 2:
+            raise ValueError(f"NiftiFolder: at least 2 classes (background + one) expected, got {names}")
+        self.class_names = tuple(names)
+        if channels is None:
+            listed = meta.get("channel_names", meta.get("modality"))
+            channels = len(listed) if isinstance(listed, dict) and listed else None
+        elif isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+            raise ValueError(f"NiftiFolder: channels must be a positive int or null, got {channels!r}")
+        self.channels = channels
+        super().__init__(split, root_path, labels=labels, **kwargs)
+
+    @staticmethod
+    def _dataset_json(root: Path) -> dict:
+        path = root / "dataset.json"
+        if not path.is_file():
+            return {}
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: unreadable dataset.json ({type(exc).__name__}: {exc})") from None
+        if not isinstance(meta, dict):
+            raise ValueError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+        return meta
+
+    @staticmethod
+    def _names_from_json(meta: dict, root: Path) -> list[str]:
+        table = meta.get("labels")
+        if not isinstance(table, dict) or not table:
+            raise ValueError(f"NiftiFolder: no class names: set data.class_names (classes) or give "
+                             f"{root / 'dataset.json'} "
+                             f"a 'labels' table; see datasets/README.md")
+        try:
+            if all(isinstance(v, int) for v in table.values()):  # v2: {"background": 0, "tumor": 1}
+                by_id = {int(v): str(k) for k, v in table.items()}
+            else:  # v1: {"0": "background", "1": "tumor"}
+                by_id = {int(k): str(v) for k, v in table.items()}
+        except (TypeError, ValueError):
+            raise ValueError(f"{root / 'dataset.json'}: 'labels' must map names to int ids (v2) or ids to "
+                             f"names (v1) "
+                             f"(region-based label lists are not supported), got {table}") from None
+        if sorted(by_id) != list(range(len(by_id))):
+            raise ValueError(
+                f"{root / 'dataset.json'}: label ids must be contiguous from 0, got {sorted(by_id)}"
+            )
+        return [by_id[k] for k in range(len(by_id))]
+
+    def _cases(self) -> list[tuple[str, list[Path], Path]]:
+        image_dir, label_dir = self.root / "images", self.root / "labels"
+        if not image_dir.is_dir() and (self.root / "imagesTr").is_dir():
+            image_dir, label_dir = self.root / "imagesTr", self.root / "labelsTr"
+        if not image_dir.is_dir():
+            raise missing(image_dir, "NiftiFolder images folder")
+        if not label_dir.is_dir():
+            raise missing(label_dir, "NiftiFolder labels folder")
+        channels: dict[str, dict[int, Path]] = {}
+        for p in sorted(image_dir.iterdir()):
+            if p.name.startswith(".") or not p.is_file():
+                continue
+            m = _CHANNEL_FILE.match(p.name)
+            if m is None:
+                raise ValueError(
+                    f"{p}: expected image files named <case>_<4-digit channel>.nii.gz "
+                    "(e.g. case1_0000.nii.gz)"
+                )
+            channels.setdefault(m["case"], {})[int(m["channel"])] = p
+        labels = {}
+        for p in sorted(label_dir.iterdir()):
+            if p.name.startswith(".") or not p.is_file():
+                continue
+            m = _LABEL_FILE.match(p.name)
+            if m is None:
+                raise ValueError(f"{p}: expected label files named <case>.nii.gz")
+            labels[m["case"]] = p
+        lonely = sorted(set(channels) ^ set(labels))
+        if lonely:
+            lines = [f"case {c}: image files without {label_dir / (c + '.nii.gz')}" if c in channels
+                     else f"case {c}: label file {labels[c]} without images in {image_dir}"
+                     for c in lonely[:5]]
+            raise ValueError(f"{len(lonely)} unpaired case(s):\n  " + "\n  ".join(lines))
+        n = self.channels or 1 + max(max(ch) for ch in channels.values())
+        self.channels = n
+        suffix = ".nii.gz"
+        return [(case, [ch.get(c, image_dir / f"{case}_{c:04d}{suffix}") for c in range(n)], labels[case])
+                for case, ch in sorted(channels.items())]
