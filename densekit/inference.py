@@ -210,7 +210,7 @@ class Predictor:
         labels, probs = predictor.predict(img, probabilities=True)  # + (K, H, W) float32
         depth = predictor.predict(img)                            # depth: (H, W) float32 metres
         flow = predictor.predict(frame1, frame2)                  # flow: (H, W, 2) float32 pixels (u, v)
-        labels = predictor.predict(volume)                        # volume: (D, H, W) int64 from (C, D, H, W)
+        labels = predictor.predict(volume)                        # volume: (D, H, W) int64 from raw (C, D, H, W)
         picture = predictor.visualize(img)                        # (H, W', 3) uint8
 
     Images: paths, PIL images, numpy (H, W[, 1|3|4]) uint8/uint16/float in [0, 1], tensors CHW/HWC; any
@@ -277,12 +277,14 @@ class Predictor:
         flip: bool = False,
         roi: tuple[int, int, int] | None = None,
         overlap: float = 0.5,
+        normalize: bool = True,
     ):
-        """Predictions as numpy at the input size (see the class docstring); ``roi``/``overlap``: the sliding
-        window of volumes (default: the training patch, Gaussian blending)."""
+        """Predictions as numpy at the input size (see the class docstring). Volumes: ``roi``/``overlap`` set
+        the sliding window (default: the training patch, Gaussian blending); ``normalize`` z-scores each
+        modality over the brain (nonzero voxels) as the training data was — raw scanner intensities in."""
         self._check_task(task)
         if self.task == "volume":
-            return self._predict_volume(inputs, roi, overlap, probabilities)
+            return self._predict_volume(inputs, roi, overlap, probabilities, normalize)
         if self.task == "flow":
             if image2 is None:
                 raise ValueError(f"{self.source} is an optical-flow checkpoint: call predict(image1, image2)")
@@ -328,7 +330,7 @@ class Predictor:
         return self._collect(outs, image1, batched)
 
     @torch.no_grad()
-    def _predict_volume(self, volume, roi, overlap: float, probabilities: bool):
+    def _predict_volume(self, volume, roi, overlap: float, probabilities: bool, normalize: bool = True):
         from monai.inferers import sliding_window_inference
 
         if isinstance(volume, (str, Path)):
@@ -341,6 +343,11 @@ class Predictor:
             raise ValueError(f"expected a volume (C={channels}, D, H, W), got shape {arr.shape}")
         if not np.isfinite(arr).all():
             raise ValueError("the volume holds NaN or inf values")
+        if normalize:
+            from .data.volumes import zscore
+
+            # as in training: per-modality z-score over the brain (voxels nonzero in any modality)
+            arr = zscore(arr, (arr != 0).any(axis=0))
         x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None].to(self.device)  # (1, C, D, H, W)
         roi = tuple(roi or (self.config.get("data") or {}).get("patch") or arr.shape[1:])
         roi = tuple(min(int(r), s) for r, s in zip(roi, arr.shape[1:]))
@@ -361,7 +368,8 @@ class Predictor:
             z = arr.shape[1] // 2
             sl = arr[0, z]
             span = float(sl.max() - sl.min()) or 1.0
-            return viz.overlay((sl - sl.min()) / span, pred[z], self.num_classes, alpha)
+            grey = np.repeat(((sl - sl.min()) / span)[..., None], 3, axis=-1)  # (H, W, 3) in [0, 1]
+            return viz.overlay(grey, pred[z], self.num_classes, alpha)
         if self.task == "flow":
             pred = self.predict(inputs, image2, **kw) if prediction is None else prediction
             return np.concatenate([viz.to_uint8(_load_image(inputs)), viz.flow_to_color(pred)], axis=1)

@@ -23,9 +23,9 @@ log = logging.getLogger(__name__)
 
 # Which heads make sense for which task; checked before any data or model is built.
 _DENSE_2D_HEADS = {"lraspp", "unet", "fpn", "deeplabv3plus", "ffnet", "lightm"}
-TASK_HEADS = {"seg": _DENSE_2D_HEADS, "depth": _DENSE_2D_HEADS}
-TASK_DIMS = {"seg": 2, "depth": 2}
-BACKBONE_DIMS = {"lightm3d": 3}  # every other backbone is 2D
+TASK_HEADS = {"seg": _DENSE_2D_HEADS, "depth": _DENSE_2D_HEADS, "volume": {"revunet3d", "lightm"}}
+TASK_DIMS = {"seg": 2, "depth": 2, "volume": 3}
+BACKBONE_DIMS = {"lightm3d": 3, "revmb3d": 3}  # every other backbone is 2D
 
 
 def _plain(node) -> dict:
@@ -107,6 +107,19 @@ def build_task(cfg: DictConfig, class_names: list[str] | None = None) -> pl.Ligh
     if task == "depth":
         return TASK_MODULES[task](
             model, loss=_plain(cfg.task.loss), metrics=_plain(cfg.task.metrics), optim=_plain(cfg.optim), config=config
+        )
+    if task == "volume":
+        return TASK_MODULES[task](
+            model,
+            num_classes=cfg.data.num_classes,
+            class_names=class_names,
+            labels=cfg.data.get("labels"),
+            loss=_plain(cfg.task.loss),
+            inference=_plain(cfg.task.get("inference")),
+            metrics=_plain(cfg.task.get("metrics")),
+            ignore_index=cfg.data.get("ignore_index", 255),
+            optim=_plain(cfg.optim),
+            config=config,
         )
     if task == "seg":
         return TASK_MODULES[task](

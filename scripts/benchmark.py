@@ -345,13 +345,13 @@ def bench_memory3d(argv: list[str]) -> dict:
     return result
 
 
-# ---- flow: CompactFlowNet vs torchvision RAFT-small, CPU latency side by side (densekit issue "Optical flow") --
+# ---- flow: CompactFlowNet vs torchvision RAFT-small, CPU latency side by side (issue "Optical flow") --
 
 
 def bench_flow(argv: list[str]) -> list[dict]:
-    """Params, MACs and CPU latency (eval, no_grad, median) of CompactFlowNet on each backbone vs torchvision's
-    ``raft_small(weights=None)`` at ``num_flow_updates`` iterations, at one input size, in one run; the runs
-    are interleaved (one forward of each model per round) so machine noise hits all models alike."""
+    """Params, MACs and CPU latency (eval, no_grad, median) of CompactFlowNet on each backbone vs
+    torchvision's ``raft_small(weights=None)`` at ``--flow-updates`` iterations, at one input size, in one
+    run; the runs are interleaved (one forward of each model per round) so machine noise hits all alike."""
     from torch.utils.flop_counter import FlopCounterMode
     from torchvision.models.optical_flow import raft_small
 
@@ -379,7 +379,9 @@ def bench_flow(argv: list[str]) -> list[dict]:
         models[f"CompactFlowNet ({name})"] = (net, lambda net=net: net(x, x))
     raft = raft_small(weights=None).eval()
     x_raft = x * 2 - 1  # torchvision's RAFT takes images in [-1, 1]
-    models["RAFT-small (torchvision)"] = (raft, lambda: raft(x_raft, x_raft, num_flow_updates=args.flow_updates))
+    models["RAFT-small (torchvision)"] = (
+        raft, lambda: raft(x_raft, x_raft, num_flow_updates=args.flow_updates)
+    )
     times: dict[str, list[float]] = {k: [] for k in models}
     macs = {}
     with torch.no_grad():
@@ -398,10 +400,11 @@ def bench_flow(argv: list[str]) -> list[dict]:
     rows = []
     for key, (net, _) in models.items():
         med = statistics.median(times[key])
-        row = {"model": key, "params_M": sum(q.numel() for q in net.parameters()) / 1e6, "GMACs": macs[key] / 1e9,
-               "latency_ms": med * 1000, "ratio": med / ref}
+        params = sum(q.numel() for q in net.parameters()) / 1e6
+        row = {"model": key, "params_M": params, "GMACs": macs[key] / 1e9, "latency_ms": med * 1000,
+               "ratio": med / ref}
         rows.append(row)
-        print(f"| {key} | {row['params_M']:.2f} | {row['GMACs']:.2f} | {row['latency_ms']:.0f} | {row['ratio']:.3f} |")
+        print(f"| {key} | {params:.2f} | {row['GMACs']:.2f} | {row['latency_ms']:.0f} | {row['ratio']:.3f} |")
     return rows
 
 

@@ -7,7 +7,8 @@
         [median_scaling=true] [baseline=train_mean]
 
 ``data`` defaults to the checkpoint's own data config; ``data=<name>`` composes conf/data/<name>.yaml
-(further ``data.*`` overrides apply). seg prints mIoU, mDice, pixel accuracy and per-class IoU; depth
+(further ``data.*`` overrides apply). volume: whole volumes by sliding window (``crop=[D,H,W]``, default the
+training patch; ``flip=true`` averages the three axis flips), per-class and BraTS-region Dice. seg prints mIoU, mDice, pixel accuracy and per-class IoU; depth
 prints AbsRel, SqRel, RMSE, RMSE-log, SILog, log10 and the delta accuracies under the checkpoint's caps
 and evaluation crop (overridable). ``baseline=train_mean`` scores a constant prediction, the mean valid
 depth of the train split (over ``limit`` samples or 256), next to the model. With ``save_dir`` one PNG per
@@ -30,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from densekit.data import build_dataset  # noqa: E402
 from densekit.inference import load_checkpoint_model, predict  # noqa: E402
-from densekit.metrics import DepthMetrics, SegMetrics  # noqa: E402
+from densekit.metrics import DepthMetrics, SegMetrics, VolumeMetrics  # noqa: E402
 from densekit.train import format_metrics, split_data_config  # noqa: E402
 from densekit.viz import depth_panel, seg_panel  # noqa: E402
 
@@ -75,8 +76,10 @@ def evaluate(opts: dict, data_overrides: list[str]) -> dict[str, float]:
         raise SystemExit(f"{sorted(depth_opts)} apply to depth checkpoints; this one is task={task}")
     if task == "depth":
         return evaluate_depth(model, config, opts, data_overrides)
+    if task == "volume":
+        return evaluate_volume(model, config, opts, data_overrides)
     if task != "seg":
-        raise SystemExit(f"this checkpoint is for task={task}; evaluate.py handles seg and depth")
+        raise SystemExit(f"this checkpoint is for task={task}; evaluate.py handles seg, depth and volume")
     data = data_config(config, data_overrides)
     if data["num_classes"] != config["data"]["num_classes"]:
         raise SystemExit(f"data has {data['num_classes']} classes but the checkpoint predicts {config['data']['num_classes']}")
@@ -187,6 +190,48 @@ def evaluate_depth(model, config: dict, opts: dict, data_overrides: list[str]) -
         print(format_metrics(base))
         results.update(base)
         results["baseline/mean_depth"] = mean_depth
+    return results
+
+
+def evaluate_volume(model, config: dict, opts: dict, data_overrides: list[str]) -> dict[str, float]:
+    """Whole volumes, sliding-window inference (windows ``crop`` or the training patch, Gaussian blending,
+    overlap 0.5; ``flip=true`` also averages the three axis flips), per-case Dice and BraTS regions."""
+    from monai.inferers import sliding_window_inference
+
+    data = data_config(config, data_overrides)
+    if data["num_classes"] != config["data"]["num_classes"]:
+        raise SystemExit(f"data has {data['num_classes']} classes but the checkpoint predicts {config['data']['num_classes']}")
+    name, kwargs, _, lengths = split_data_config(data)
+    kwargs.pop("augment", None)
+    kwargs["val_patch"] = None  # whole volumes: the sliding window covers them
+    if lengths.get(opts["split"]):
+        kwargs["length"] = lengths[opts["split"]]
+    dataset = build_dataset(name, opts["split"], targets=("mask",), **kwargs)
+    roi = tuple(opts["crop"] or data.get("patch") or ())
+    metric = VolumeMetrics(data["num_classes"], data.get("labels"), data.get("class_names"))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=int(opts["batch_size"]))
+    seen = 0
+    for batch in loader:
+        x = batch["image"].to(opts["device"])
+        window = roi or tuple(x.shape[-3:])
+
+        def run(v):
+            return sliding_window_inference(v, window, 1, model, overlap=0.5, mode="gaussian").softmax(1)
+
+        with torch.no_grad():
+            probs = run(x)
+            if opts["flip"]:
+                for axis in (2, 3, 4):
+                    probs = probs + run(x.flip(axis)).flip(axis)
+                probs = probs / 4
+        metric.update(probs.argmax(1).cpu(), batch["mask"], batch.get("valid"))
+        seen += x.shape[0]
+        if opts["limit"] and seen >= int(opts["limit"]):
+            break
+    results = {f"{opts['split']}/{k}": v for k, v in metric.compute().items()}
+    print(f"{seen} volumes from data={data['name']} split={opts['split']} (sliding window {window}, overlap 0.5, "
+          f"gaussian, flip={opts['flip']})")
+    print(format_metrics(results))
     return results
 
 

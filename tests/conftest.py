@@ -69,3 +69,16 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+VOLUME_SMOKE = [
+    "task=volume", "data.train_length=4", "data.val_length=2", "data.size=[24,24,24]", "data.patch=[16,16,16]",
+    "data.batch_size=2", "trainer.val_check_interval=null", "trainer.enable_progress_bar=false",
+    "backbone.widths=[8,16,32,64,64]", "trainer.num_sanity_val_steps=0",
+]
+
+
+@pytest.fixture(scope="session")
+def volume_run(tmp_path_factory):
+    """One seconds-long 3D run (task=volume, revmb3d + revunet3d, tiny widths and volumes)."""
+    return _train_run(tmp_path_factory, "volume_run", VOLUME_SMOKE)

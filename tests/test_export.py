@@ -23,6 +23,10 @@ from densekit.export import (
 )
 from scripts.export import main as export_main
 
+# one intra-op thread: on the shared 2-core CPU two threads wait for a busy core at every op (eager mci0 at
+# 64x64 measured 1 s with 2 threads under load vs 65 ms with 1)
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 
 @pytest.fixture(scope="module")
 def mci0_seg():
@@ -82,7 +86,7 @@ def test_reparameterize_fuses_branches_and_keeps_outputs(mci0_seg, fused):
     report = REPARAM_REPORT
     assert report["fused_modules"] > 20  # stem, RepMixers, PatchEmbeds, RepCPE ...
     assert report["max_abs_diff"] <= 1e-4
-    y = torch.rand(1, 3, 40, 56)  # checked here too, at another size
+    y = torch.rand(1, 3, 40, 56)  # checked here too, at another size (padded to 64x64: oneDNN's kernels are cached)
     with torch.no_grad():
         ref = mci0_seg(y)
         assert (fused(y) - ref).abs().max() <= 1e-4 and ref.abs().max() > 1e-3
@@ -104,10 +108,10 @@ def test_onnx_dynamic_parity(fused, tmp_path):
     path = export_onnx(fused, tmp_path / "m.onnx", (x,), task="seg")
     meta = onnx_metadata(path)
     assert meta["dynamic_hw"] is True and meta["inputs"] == ["image"] and meta["output"] == "logits"
-    session = ort_session(path, threads=1)
+    session = ort_session(path)
     assert [i.name for i in session.get_inputs()] == ["image"] and session.get_outputs()[0].name == "logits"
     assert all(isinstance(d, str) for d in session.get_inputs()[0].shape[2:])  # symbolic H, W
-    at_export = check_parity(fused, path, (x,), repeats=2, threads=1)
+    at_export = check_parity(fused, path, (x,), repeats=2)
     assert at_export["max_abs_diff"] <= 1e-4 and at_export["output_shape"] == [1, 3, 64, 64]
     assert at_export["eager_ms"] > 0 and at_export["exported_ms"] > 0
     assert at_export["speedup"] == pytest.approx(at_export["eager_ms"] / at_export["exported_ms"])
@@ -134,9 +138,10 @@ def test_torchscript_parity(fused, tmp_path):
     path = export_torchscript(fused, tmp_path / "m.ts", (x,), task="seg")
     assert torchscript_metadata(path) == {"task": "seg", "dynamic_hw": True, "export_size": [64, 64],
                                           "method": "torch.jit.trace"}
-    res = check_parity(fused, path, (x,), repeats=1)
-    assert res["runtime"] == "torchscript" and res["max_abs_diff"] <= 1e-4
-    assert check_parity(fused, path, (torch.rand(1, 3, 72, 40),), repeats=0)["max_abs_diff"] <= 1e-4
+    res = check_parity(fused, path, (x,), repeats=0)
+    assert res["runtime"] == "torchscript" and res["max_abs_diff"] <= 1e-4 and res["output_shape"] == [1, 3, 64, 64]
+    other = check_parity(fused, path, (torch.rand(1, 3, 40, 56),), repeats=0)
+    assert other["max_abs_diff"] <= 1e-4 and other["output_shape"] == [1, 3, 40, 56]
 
 
 def test_two_input_flow_module(tmp_path):

@@ -19,7 +19,8 @@ def png_bytes(width, height, bit_depth, color_type, rows: list[bytes]) -> bytes:
 
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
     raw = b"".join(b"\x00" + row for row in rows)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body
 
 
 # -- .flo -------------------------------------------------------------------------------------------------
@@ -56,7 +57,10 @@ def test_flo_round_trip_with_invalid_pixels(tmp_path):
 @pytest.mark.parametrize(
     "data, match",
     [
-        (struct.pack("<fii", 202021.25, 4, 3) + b"\0" * (4 * 2 * 4 * 3 - 4), r"header promises 4x3 \(WxH\) = 108 bytes, got 104"),
+        (
+            struct.pack("<fii", 202021.25, 4, 3) + b"\0" * (4 * 2 * 4 * 3 - 4),
+            r"header promises 4x3 \(WxH\) = 108 bytes, got 104",
+        ),
         (struct.pack("<fii", 1.0, 2, 2) + b"\0" * 32, "magic number 1.0"),
         (b"PIE", "12-byte header"),
         (struct.pack("<fii", 202021.25, 0, 2), "empty or negative size"),
@@ -166,7 +170,8 @@ def test_pfm_single_channel_and_round_trips(tmp_path):
 def test_pfm_bad_files(tmp_path):
     path = tmp_path / "t.pfm"
     path.write_bytes(b"PF\n4 4\n-1.0\n" + b"\0" * 100)
-    with pytest.raises(ValueError, match=r"t.pfm: truncated PFM: header promises 4x4x3 float32 = 192 bytes, got 100"):
+    expected = r"t.pfm: truncated PFM: header promises 4x4x3 float32 = 192 bytes, got 100"
+    with pytest.raises(ValueError, match=expected):
         read_flow(path)
     path.write_bytes(b"P6\n4 4\n255\n" + b"\0" * 48)
     with pytest.raises(ValueError, match="t.pfm: not a PFM file"):
@@ -174,7 +179,8 @@ def test_pfm_bad_files(tmp_path):
 
 
 def test_unknown_extension_and_bad_write(tmp_path):
-    with pytest.raises(ValueError, match=r"x.npy: unknown flow file extension '.npy'; expected one of \['.flo', '.png', '.pfm'\]"):
+    expected = r"x.npy: unknown flow file extension '.npy'; expected one of \['.flo', '.png', '.pfm'\]"
+    with pytest.raises(ValueError, match=expected):
         read_flow(tmp_path / "x.npy")
     with pytest.raises(ValueError, match=r"must be \(H, W, 2\)"):
         write_flo(tmp_path / "y.flo", np.zeros((2, 3, 3)))

@@ -19,8 +19,9 @@ def case():
     (1,1): gt (20,0),    pred (20,-6)     EPE 6     > 3 and > 1 (5 % of 20) -> outlier
     (1,2): gt NaN                         invalid whatever the prediction
     """
-    gt = torch.tensor([[[3, 0, 10], [100, 20, float("nan")]], [[4, 0, 0], [0, 0, 0]]], dtype=torch.float32)[None]
-    pred = torch.tensor([[[3, 0.6, 10], [104, 20, 7]], [[4, 0.8, 2.5], [0, -6, 7]]], dtype=torch.float32)[None]
+    nan = float("nan")
+    gt = torch.tensor([[[3, 0, 10], [100, 20, nan]], [[4, 0, 0], [0, 0, 0]]], dtype=torch.float32)[None]
+    pred = torch.tensor([[[3, 0.6, 10], [104, 20, 7]], [[4, 0.8, 2.5], [0, -6, 7]]])[None]  # (1, 2, 2, 3)
     return pred, gt
 
 

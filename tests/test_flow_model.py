@@ -27,7 +27,10 @@ def tiny_model(**kw) -> CompactFlowNet:
     """A narrow network with the default structure (6-level pyramid, flow levels 64..4, context net)."""
     torch.manual_seed(0)
     backbone = FlowPyramid(widths=(8, 12, 16, 16, 24, 24), blocks=1, expand=2)
-    head = dict(estimator_channels=(16, 16, 12, 8, 8), context_channels=(16, 16, 8), context_dilations=(1, 2, 1))
+    head = dict(
+        estimator_channels=(16, 16, 12, 8, 8), fine_estimator_channels=None,
+        context_channels=(16, 16, 8), context_dilations=(1, 2, 1),
+    )
     return CompactFlowNet(backbone, **{**head, **kw})
 
 
@@ -45,7 +48,8 @@ def test_correlation_matches_naive_loop():
                 for y in range(5):
                     for x in range(6):
                         if 0 <= y + dy < 5 and 0 <= x + dx < 6:
-                            ref[b, (dy + r) * k + dx + r, y, x] = (f1[b, :, y, x] * f2[b, :, y + dy, x + dx]).sum() / 3
+                            dot = (f1[b, :, y, x] * f2[b, :, y + dy, x + dx]).sum()
+                            ref[b, (dy + r) * k + dx + r, y, x] = dot / 3
     out = local_correlation(f1, f2, r)
     assert out.shape == (2, 25, 5, 6)
     torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
@@ -101,8 +105,11 @@ def test_estimator_is_sequential_with_configured_channels():
     ins = [e.body[0].in_channels for e in model.estimators]
     # coarsest: cost volume + features; others add upsampled flow and upsampled features (2 + 2)
     assert ins == [81 + 196, 81 + 128 + 4, 81 + 96 + 4, 81 + 64 + 4, 81 + 32 + 4]
-    assert [c.out_channels for c in model.estimators[0].body if isinstance(c, torch.nn.Conv2d)] == [128, 128, 96, 64, 32]
-    assert [c.out_channels for c in model.estimators[-1].body if isinstance(c, torch.nn.Conv2d)] == [64, 64, 48, 32, 32]
+    def widths(est):
+        return [c.out_channels for c in est.body if isinstance(c, torch.nn.Conv2d)]
+
+    assert widths(model.estimators[0]) == [128, 128, 96, 64, 32]
+    assert widths(model.estimators[-1]) == [64, 64, 48, 32, 32]
     assert model.levels == [64, 32, 16, 8, 4]
     assert model.max_displacement == 4 * (64 + 32 + 16 + 8 + 4) == 496  # >> 64 px = 0.125 * 512
 
@@ -112,7 +119,8 @@ def test_flow_pyramid_registered_and_follows_the_contract():
     bb = create_backbone("flow_pyramid", pretrained=False)
     assert bb.channels == [16, 32, 64, 96, 128, 196] and bb.reductions == [2, 4, 8, 16, 32, 64]
     feats = bb.eval()(torch.rand(1, 3, 64, 128))
-    assert [tuple(f.shape) for f in feats] == [(1, c, 64 // r, 128 // r) for c, r in zip(bb.channels, bb.reductions)]
+    expected = [(1, c, 64 // r, 128 // r) for c, r in zip(bb.channels, bb.reductions)]
+    assert [tuple(f.shape) for f in feats] == expected
     with pytest.raises(ValueError, match="no published pretrained weights"):
         create_backbone("flow_pyramid", pretrained=True)
     with pytest.raises(ValueError, match="one value per level"):
@@ -120,6 +128,20 @@ def test_flow_pyramid_registered_and_follows_the_contract():
 
 
 # ---- the model ----------------------------------------------------------------------------------------
+
+
+def test_configs_build_the_default_model(compose):
+    from omegaconf import OmegaConf
+
+    cfg = compose(["backbone=flow_pyramid", "head=flow"])
+    backbone, head = OmegaConf.to_container(cfg.backbone), OmegaConf.to_container(cfg.head)
+    model = create_flow_model(backbone, **head)
+    default = create_flow_model("flow_pyramid")
+    assert model.levels == default.levels == [64, 32, 16, 8, 4]
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert shapes == {k: tuple(v.shape) for k, v in default.state_dict().items()}  # YAML = class defaults
+    assert sum(v.numel() for v in model.parameters()) == 4_205_544
+
 
 
 @pytest.mark.parametrize("upsample", ["bilinear", "convex"])
@@ -130,13 +152,14 @@ def test_odd_size_shapes_in_eval_and_train(upsample):
         out = model.eval()(im1, im2)
     assert out.shape == (2, 2, 70, 93) and torch.isfinite(out).all()
     model.train()
-    model.backbone.eval()  # same normalisation statistics as in eval: the last level must equal the eval output
+    model.backbone.eval()  # BN as in eval: then the last level must equal the eval output
     levels = model(im1, im2)
     assert len(levels) == len(model.levels) == 5
     assert all(t.shape == (2, 2, 70, 93) and torch.isfinite(t).all() for t in levels)
     torch.testing.assert_close(levels[-1], out, atol=1e-5, rtol=1e-5)
     sum(t.abs().mean() for t in levels).backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
 def test_mci0_backbone_and_bad_input():
@@ -189,7 +212,8 @@ def test_loss_kinds_by_hand():
     pred, target = _flows([(3.0, 4.0), (1.0, -1.0)]), _flows([(0.0, 0.0), (0.0, 0.0)])
     assert flow_level_loss(pred, target, kind="l1").item() == pytest.approx((7 + 2) / 2)
     assert flow_level_loss(pred, target, kind="epe").item() == pytest.approx((5 + math.sqrt(2)) / 2, rel=1e-6)
-    assert flow_level_loss(pred, target, kind="robust").item() == pytest.approx((7.01**0.4 + 2.01**0.4) / 2, rel=1e-6)
+    robust = (7.01**0.4 + 2.01**0.4) / 2  # (|du| + |dv| + 0.01) ** 0.4
+    assert flow_level_loss(pred, target, kind="robust").item() == pytest.approx(robust, rel=1e-6)
     assert epe(pred, target).item() == pytest.approx((5 + math.sqrt(2)) / 2, rel=1e-6)
     valid = torch.tensor([[[False, True]]])
     assert epe(pred, target, valid).item() == pytest.approx(math.sqrt(2), rel=1e-6)

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from densekit.data import SyntheticScenes
-from densekit.data.flow_transforms import FlowAugment, build_flow_augment, crop, hflip, resize, resize_sparse_flow, vflip
+from densekit.data.flow_transforms import (
+    FlowAugment, build_flow_augment, crop, hflip, resize, resize_sparse_flow, vflip,
+)
 
 H, W = 40, 56
 A_MAT = np.array([[1.04, 0.03], [-0.02, 0.97]])  # an affine motion about the image centre, plus a shift
@@ -17,13 +19,18 @@ SHIFT = np.array([2.5, -1.5])
 def texture(xs, ys):
     """A smooth 3-channel pattern (bilinear warping reproduces it to well under 1 %)."""
     return np.stack(
-        [0.5 + 0.3 * np.sin(0.21 * xs + 0.13 * ys), 0.5 + 0.3 * np.cos(0.17 * xs - 0.19 * ys), 0.5 + 0.2 * np.sin(0.1 * (xs + ys))],
+        [
+            0.5 + 0.3 * np.sin(0.21 * xs + 0.13 * ys),
+            0.5 + 0.3 * np.cos(0.17 * xs - 0.19 * ys),
+            0.5 + 0.2 * np.sin(0.1 * (xs + ys)),
+        ],
         -1,
     ).astype(np.float32)
 
 
 def affine_pair(h=H, w=W):
-    """Frame 1 = texture; frame 2 = texture moved by p -> A (p - c) + c + t; exact forward flow (pixel indices)."""
+    """Frame 1 = texture; frame 2 = texture moved by p -> A (p - c) + c + t; exact forward flow (pixel
+    indices)."""
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
     c = np.array([(w - 1) / 2, (h - 1) / 2])
     p = np.stack([xs, ys], -1) - c
@@ -57,7 +64,8 @@ def test_affine_pair_is_consistent_and_a_wrong_flow_is_caught():
 
 def test_hflip_twice_is_identity_and_negates_u():
     rng = np.random.default_rng(0)
-    s = {"image": rng.random((H, W, 3)).astype(np.float32), "image2": rng.random((H, W, 3)).astype(np.float32),
+    s = {"image": rng.random((H, W, 3)).astype(np.float32),
+         "image2": rng.random((H, W, 3)).astype(np.float32),
          "flow": rng.normal(size=(H, W, 2)).astype(np.float32), "valid": rng.random((H, W)) > 0.5,
          "noc": rng.random((H, W)) > 0.5}
     once = hflip(s)
@@ -96,7 +104,8 @@ def test_scale_multiplies_vectors_and_keeps_frames_consistent(factor):
     assert out["image"].shape == (int(48 * factor), int(64 * factor), 3)
     const = dict(s, flow=np.broadcast_to(np.array([3.0, -1.0], np.float32), (48, 64, 2)).copy())
     scaled = resize(const, (int(48 * factor), int(64 * factor)))
-    np.testing.assert_allclose(scaled["flow"], np.broadcast_to([3 * factor, -factor], scaled["flow"].shape), atol=1e-5)
+    expected = np.broadcast_to([3 * factor, -factor], scaled["flow"].shape)
+    np.testing.assert_allclose(scaled["flow"], expected, atol=1e-5)
     assert warp_error(out, margin=int(6 * factor)) < (1e-3 if factor > 1 else 6e-3)
 
 
@@ -133,7 +142,8 @@ def test_sparse_augment_never_interpolates():
     rng = np.random.default_rng(4)
     valid = rng.random((30, 40)) < 0.2
     flow = np.where(valid[..., None], rng.normal(0, 3, (30, 40, 2)), 0).astype(np.float32)
-    s = {"image": rng.random((30, 40, 3)).astype(np.float32), "image2": rng.random((30, 40, 3)).astype(np.float32),
+    s = {"image": rng.random((30, 40, 3)).astype(np.float32),
+         "image2": rng.random((30, 40, 3)).astype(np.float32),
          "flow": flow, "valid": valid}
     out = FlowAugment({"scale": [1.7, 1.7]}, sparse=True)(s, rng=np.random.default_rng(0))
     sx, sy = out["valid"].shape[1] / 40, out["valid"].shape[0] / 30
@@ -170,16 +180,20 @@ def test_photometric_symmetric_and_asymmetric_and_erase():
     np.testing.assert_array_equal(same["flow"], s["flow"])
     diff = FlowAugment({"photometric": dict(photo, asymmetric_prob=1.0)})(s, rng=np.random.default_rng(1))
     assert np.abs(diff["image"] - diff["image2"]).max() > 0.01
-    erased = FlowAugment({"erase": 1.0, "erase_size": [5, 8], "erase_count": 1})(s, rng=np.random.default_rng(2))
+    eraser = FlowAugment({"erase": 1.0, "erase_size": [5, 8], "erase_count": 1})
+    erased = eraser(s, rng=np.random.default_rng(2))
     changed = np.abs(erased["image2"] - s["image2"]).max(-1) > 1e-6
     assert 0 < changed.sum() <= 64
-    np.testing.assert_allclose(erased["image2"][changed], np.broadcast_to(s["image2"].reshape(-1, 3).mean(0), (changed.sum(), 3)), atol=1e-6)
+    mean = s["image2"].reshape(-1, 3).mean(0)  # the fill: frame 2's mean colour
+    fill = np.broadcast_to(mean, (changed.sum(), 3))
+    np.testing.assert_allclose(erased["image2"][changed], fill, atol=1e-6)
     np.testing.assert_array_equal(erased["image"], s["image"])
     np.testing.assert_array_equal(erased["valid"], s["valid"])
 
 
 FULL = {"crop": [24, 32], "scale": [0.8, 1.6], "scale_prob": 0.8, "stretch": 0.2, "hflip": 0.5, "vflip": 0.5,
-        "photometric": {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.16, "asymmetric_prob": 0.2},
+        "photometric": {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.16,
+                        "asymmetric_prob": 0.2},
         "erase": 0.5, "erase_size": [4, 8], "blur": 0.5}
 
 
@@ -202,12 +216,14 @@ def test_seeded_and_reseeded_in_a_new_worker():
 
 def test_synthetic_scenes_use_the_flow_augment():
     plain = SyntheticScenes("train", length=1, size=(32, 48), seed=3, targets=("flow", "mask"))[0]
-    flipped = SyntheticScenes("train", length=1, size=(32, 48), seed=3, targets=("flow", "mask"), augment={"hflip": 1.0})[0]
+    kw = {"length": 1, "size": (32, 48), "seed": 3}
+    flipped = SyntheticScenes("train", **kw, targets=("flow", "mask"), augment={"hflip": 1.0})[0]
     torch.testing.assert_close(flipped["image2"], plain["image2"].flip(-1))
     torch.testing.assert_close(flipped["flow"][0], -plain["flow"][0].flip(-1))
     torch.testing.assert_close(flipped["flow"][1], plain["flow"][1].flip(-1))
-    assert torch.equal(flipped["valid"], plain["valid"].flip(-1)) and torch.equal(flipped["mask"], plain["mask"].flip(-1))
-    zoom = SyntheticScenes("train", length=1, size=(32, 48), seed=3, targets=("flow",), augment={"scale": [2.0, 2.0]})[0]
+    assert torch.equal(flipped["valid"], plain["valid"].flip(-1))
+    assert torch.equal(flipped["mask"], plain["mask"].flip(-1))
+    zoom = SyntheticScenes("train", **kw, targets=("flow",), augment={"scale": [2.0, 2.0]})[0]
     assert zoom["flow"].shape == (2, 64, 96)
     assert zoom["flow"].abs().max() > 1.5 * plain["flow"].abs().max()
     with pytest.raises(ValueError, match="falsify the metric depth"):

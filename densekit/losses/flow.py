@@ -33,7 +33,9 @@ def _check(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None,
                          f"got {tuple(valid.shape)}")
 
 
-def valid_mask(target: torch.Tensor, valid: torch.Tensor | None = None, max_flow: float | None = 400.0) -> torch.Tensor:
+def valid_mask(
+    target: torch.Tensor, valid: torch.Tensor | None = None, max_flow: float | None = 400.0
+) -> torch.Tensor:
     """(B, H, W) bool: ``valid`` and finite and |flow|_2 <= max_flow (None: no magnitude limit)."""
     finite = torch.isfinite(target).all(dim=1)  # (B, H, W)
     keep = finite if valid is None else finite & valid.bool()
@@ -43,7 +45,9 @@ def valid_mask(target: torch.Tensor, valid: torch.Tensor | None = None, max_flow
     return keep
 
 
-def downsample_flow(target: torch.Tensor, keep: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def downsample_flow(
+    target: torch.Tensor, keep: torch.Tensor, size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Target flow at a coarser ``size`` (integer factors): the average of the VALID fine vectors in each
     cell, scaled by the size ratio (a displacement of k fine pixels is k/f coarse pixels); a cell is valid
     when it holds at least one valid fine pixel. Returns (flow (B, 2, h, w), valid (B, h, w))."""
@@ -57,7 +61,8 @@ def downsample_flow(target: torch.Tensor, keep: torch.Tensor, size: tuple[int, i
     total = F.avg_pool2d(clean * weight, (fh, fw)) * (fh * fw)  # (B, 2, h, w) sums of valid vectors
     count = F.avg_pool2d(weight, (fh, fw)) * (fh * fw)  # (B, 1, h, w)
     flow = total / count.clamp(min=1.0)
-    scale = torch.tensor([1.0 / fw, 1.0 / fh], device=target.device).view(1, 2, 1, 1)  # u by width, v by height
+    # u shrinks with the width factor, v with the height factor
+    scale = torch.tensor([1.0 / fw, 1.0 / fh], device=target.device).view(1, 2, 1, 1)
     return flow * scale, count[:, 0] > 0
 
 

@@ -43,6 +43,31 @@ class DenseModel(nn.Module):
         return self.output(out[..., :h, :w])
 
 
+class VolumeModel(nn.Module):
+    """3D backbone + 3D head for per-voxel logits: ``model(x (B, C, D, H, W)) -> (B, K, D, H, W)``.
+
+    Volumes of any size are zero-padded (z-scored background is 0) at the far end of each axis to the
+    backbone's largest reduction and the logits cropped back.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, out_channels: int):
+        super().__init__()
+        self.backbone, self.head, self.out_channels = backbone, head, int(out_channels)
+        self.multiple = max(int(r) for r in backbone.reductions)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 5:
+            raise ValueError(f"expected a volume batch (B, C, D, H, W), got shape {tuple(x.shape)}")
+        d, h, w = x.shape[-3:]
+        pd, ph, pw = ((-s) % self.multiple for s in (d, h, w))
+        if pd or ph or pw:
+            x = F.pad(x, (0, pw, 0, ph, 0, pd))  # (B, C, D+pd, H+ph, W+pw)
+        out = self.head(self.backbone(x))  # (B, K, Dp/r, Hp/r, Wp/r)
+        if out.shape[-3:] != x.shape[-3:]:
+            out = F.interpolate(out, size=x.shape[-3:], mode="trilinear", align_corners=False)
+        return out[..., :d, :h, :w]
+
+
 class DepthActivation(nn.Module):
     """Raw head output -> metric depth (metres).
 
@@ -84,9 +109,13 @@ def _build(spec, builder, **extra):
     raise TypeError(f"expected a name, a dict with 'name', or an nn.Module; got {type(spec).__name__}")
 
 
-TASKS = ("seg", "depth")
+TASKS = ("seg", "depth", "volume")
 # keyword arguments each task's model takes besides backbone/head
-_TASK_KWARGS = {"seg": {"num_classes"}, "depth": {"activation", "max_depth", "min_depth", "num_classes"}}
+_TASK_KWARGS = {
+    "seg": {"num_classes"},
+    "depth": {"activation", "max_depth", "min_depth", "num_classes"},
+    "volume": {"num_classes"},
+}
 
 
 def create_model(task: str, *, backbone, head, num_classes: int | None = None, **kwargs) -> nn.Module:
@@ -96,6 +125,8 @@ def create_model(task: str, *, backbone, head, num_classes: int | None = None, *
     seg:   ``model(image) -> logits (B, num_classes, H, W)``
     depth: ``model(image) -> metres (B, 1, H, W)``; kwargs ``activation`` ("sigmoid" | "softplus"),
            ``max_depth`` (default 10), ``min_depth`` (default 1e-3); see ``DepthActivation``.
+    volume: ``model(x (B, C, D, H, W)) -> logits (B, num_classes, D, H, W)`` from a 3D backbone
+           (revmb3d, lightm3d) and a 3D head (revunet3d, lightm).
     """
     if task not in TASKS:
         raise ValueError(f"unknown or not yet available task {task!r}; available: {list(TASKS)}")
@@ -103,9 +134,9 @@ def create_model(task: str, *, backbone, head, num_classes: int | None = None, *
     if unknown:
         raise TypeError(f"unexpected arguments for task {task!r}: {sorted(unknown)}; expected {sorted(_TASK_KWARGS[task])}")
     output = None
-    if task == "seg":
+    if task in ("seg", "volume"):
         if not num_classes or num_classes < 2:
-            raise ValueError(f"seg needs num_classes >= 2, got {num_classes}")
+            raise ValueError(f"{task} needs num_classes >= 2, got {num_classes}")
         out_channels = int(num_classes)
     else:  # depth: one channel in metres (num_classes is accepted and ignored: configs carry it for every task)
         out_channels = 1
@@ -113,8 +144,17 @@ def create_model(task: str, *, backbone, head, num_classes: int | None = None, *
             kwargs.get("activation", "sigmoid"), kwargs.get("max_depth", 10.0), kwargs.get("min_depth", 1e-3)
         )
     bb = _build(backbone, create_backbone)
-    hd = _build(
-        head,
-        lambda name, **kw: create_head(name, bb.channels, bb.reductions, out_channels, **kw),
-    )
+    dims = int(getattr(bb, "dims", 2))
+    if (task == "volume") != (dims == 3):
+        need = "a 3D backbone (revmb3d, lightm3d)" if task == "volume" else "a 2D backbone"
+        raise ValueError(f"task {task!r} needs {need}; {type(bb).__name__} is {dims}D")
+
+    def make_head(name, **kw):
+        if dims == 3 and name == "lightm":
+            kw.setdefault("dims", 3)  # the LightM-UNet decoder serves both; volumes need its 3D layers
+        return create_head(name, bb.channels, bb.reductions, out_channels, **kw)
+
+    hd = _build(head, make_head)
+    if task == "volume":
+        return VolumeModel(bb, hd, out_channels)
     return DenseModel(bb, hd, out_channels, output)

@@ -29,7 +29,8 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def _conv_bn_act(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True):
-    layers = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+    conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
+    layers = [conv, nn.BatchNorm2d(cout)]
     if act:
         layers.append(nn.Hardswish())
     return nn.Sequential(*layers)
@@ -53,7 +54,9 @@ class InvertedResidual(nn.Module):
     """MobileNetV3 "bneck": 1x1 expand -> depthwise kxk (carries the stride) -> SE -> linear 1x1 project.
     ``expand=1`` is the depthwise-separable block. Residual when the shape is kept."""
 
-    def __init__(self, cin: int, cout: int, stride: int = 1, expand: int = 4, kernel: int = 3, se: bool = False):
+    def __init__(
+        self, cin: int, cout: int, stride: int = 1, expand: int = 4, kernel: int = 3, se: bool = False
+    ):
         super().__init__()
         hidden = cin * expand
         layers = [_conv_bn_act(cin, hidden, 1)] if expand != 1 else []
@@ -124,7 +127,8 @@ class FlowPyramid(Backbone):
         word = str(pretrained).strip().lower()
         if word == "true":
             raise ValueError(
-                "flow_pyramid has no published pretrained weights; use pretrained=false, or a local weight file path"
+                "flow_pyramid has no published pretrained weights; use pretrained=false, or a local weight "
+                "file path"
             )
         if word not in ("false", "none", "", "auto"):
             load_trunk_weights(self, pretrained, what="flow_pyramid")
@@ -173,8 +177,10 @@ def local_correlation(f1: torch.Tensor, f2: torch.Tensor, radius: int) -> torch.
     intermediate), and it exports anywhere slicing does.
     """
     if f1.shape != f2.shape or f1.dim() != 4:
-        raise ValueError(f"local_correlation expects two (B, C, H, W) maps of one shape, got {tuple(f1.shape)} "
-                         f"and {tuple(f2.shape)}")
+        raise ValueError(
+            f"local_correlation expects two (B, C, H, W) maps of one shape, got {tuple(f1.shape)} "
+            f"and {tuple(f2.shape)}"
+        )
     _, c, h, w = f1.shape
     k = 2 * radius + 1
     f2p = F.pad(f2, (radius, radius, radius, radius))  # (B, C, H + 2r, W + 2r), zeros outside
@@ -233,7 +239,8 @@ class ContextNetwork(nn.Module):
                              f"need the same length")
         layers, c = [], int(in_channels)
         for out, dil in zip(channels, dilations):
-            layers += [nn.Conv2d(c, int(out), 3, padding=int(dil), dilation=int(dil)), nn.LeakyReLU(0.1, inplace=True)]
+            conv = nn.Conv2d(c, int(out), 3, padding=int(dil), dilation=int(dil))
+            layers += [conv, nn.LeakyReLU(0.1, inplace=True)]
             c = int(out)
         layers.append(nn.Conv2d(c, 2, 3, padding=1))
         self.body = nn.Sequential(*layers)
@@ -260,7 +267,7 @@ class CompactFlowNet(nn.Module):
       ``self.levels`` gives each entry's stride.
 
     Per level (coarse to fine, ``levels`` = the backbone reductions used, finest = ``output_stride``):
-    1. upsample the coarser flow bilinearly (and the coarser estimator features by a learned 2x transposed
+    1. upsample the coarser flow bilinearly (and the coarser estimator features by a learned transposed
        conv to ``upfeat_channels``, PWC-Net's "upfeat");
     2. warp frame 2's features with it (bilinear, zeros outside, validity mask: :func:`warp`);
     3. local cost volume of frame 1's and the warped features, radius ``search_radius``, mean over channels,
@@ -269,6 +276,11 @@ class CompactFlowNet(nn.Module):
        predicts a flow *residual* added to the upsampled flow (coarsest level: [cost volume, features]);
     at the finest level a dilated context network adds a last residual; then the flow is upsampled to full
     resolution (``upsample="bilinear"``, or "convex": RAFT's learned convex combination).
+
+    Widths: ``estimator_channels`` at every level (CompactFlowNet's 128-128-96-64-32) except the finest,
+    which has 4x the pixels of the next and uses ``fine_estimator_channels``; it and the context network
+    default to about half PWC-Net's widths: with PWC-Net's widths the model measured 0.37x RAFT-small's CPU
+    latency at 384x512, with these 0.15x (budget 0.25x; ``scripts/benchmark.py flow``).
 
     Units: internally the estimators predict flow in units of ``flow_scale`` full-resolution pixels at every
     level (PWC-Net divides the ground truth by 20, which keeps the regression targets near 1); at stride s
@@ -305,14 +317,20 @@ class CompactFlowNet(nn.Module):
         levels = sorted({int(r) for r in levels}, reverse=True)  # coarse -> fine
         missing = [r for r in levels if r not in reductions]
         if missing or not levels:
-            raise ValueError(f"flow levels {levels} must be backbone reductions; the backbone provides {reductions}")
+            raise ValueError(
+                f"flow levels {levels} must be backbone reductions; the backbone provides {reductions}"
+            )
         if levels[-1] != int(output_stride):
-            raise ValueError(f"the finest flow level must be output_stride={output_stride}, got levels {levels} "
-                             f"(backbone reductions {reductions})")
+            raise ValueError(
+                f"the finest flow level must be output_stride={output_stride}, got levels {levels} "
+                f"(backbone reductions {reductions})"
+            )
         for coarse, fine in zip(levels, levels[1:]):
             ratio = coarse // fine
             if coarse % fine or ratio & (ratio - 1):
-                raise ValueError(f"consecutive flow levels must differ by a power of two, got {coarse} -> {fine}")
+                raise ValueError(
+                    f"consecutive flow levels must differ by a power of two, got {coarse} -> {fine}"
+                )
         if upsample not in ("bilinear", "convex"):
             raise ValueError(f"upsample must be 'bilinear' or 'convex', got {upsample!r}")
         if search_radius < 1 or flow_scale <= 0:
@@ -347,7 +365,8 @@ class CompactFlowNet(nn.Module):
             if i + 1 < len(levels):
                 ratio = levels[i] // levels[i + 1]
                 # kernel 2s, stride s, padding s/2: output exactly s times the input size
-                self.upfeat.append(nn.ConvTranspose2d(est_ch[i][-1], upfeat_channels, 2 * ratio, ratio, ratio // 2))
+                up = nn.ConvTranspose2d(est_ch[i][-1], upfeat_channels, 2 * ratio, ratio, ratio // 2)
+                self.upfeat.append(up)
         self.context = (
             ContextNetwork(est_ch[-1][-1] + 2, tuple(context_channels), tuple(context_dilations))
             if len(context_channels) else None
@@ -355,7 +374,9 @@ class CompactFlowNet(nn.Module):
         if upsample == "convex":
             s = self.output_stride
             self.mask_head = nn.Sequential(
-                nn.Conv2d(est_ch[-1][-1], 64, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(64, 9 * s * s, 1)
+                nn.Conv2d(est_ch[-1][-1], 64, 3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(64, 9 * s * s, 1),  # softmax weights over 3x3 neighbours per s x s sub-pixel
             )
         else:
             self.mask_head = None
@@ -365,7 +386,7 @@ class CompactFlowNet(nn.Module):
         """Largest full-resolution displacement (px) the search windows of the cascade can reach."""
         return self.search_radius * sum(self.levels)
 
-    def _features(self, image1: torch.Tensor, image2: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def _features(self, image1: torch.Tensor, image2: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
         b = image1.shape[0]
         feats = self.backbone(torch.cat([image1, image2], dim=0))  # one batched pass: [(2B, C_l, H/s, W/s)]
         pairs = []
@@ -378,8 +399,10 @@ class CompactFlowNet(nn.Module):
 
     def forward(self, image1: torch.Tensor, image2: torch.Tensor):
         if image1.dim() != 4 or image1.shape != image2.shape or image1.shape[1] != 3:
-            raise ValueError(f"CompactFlowNet expects two image batches (B, 3, H, W) of one shape in [0, 1], got "
-                             f"{tuple(image1.shape)} and {tuple(image2.shape)}")
+            raise ValueError(
+                f"CompactFlowNet expects two image batches (B, 3, H, W) of one shape in [0, 1], got "
+                f"{tuple(image1.shape)} and {tuple(image2.shape)}"
+            )
         x1, (h, w) = _pad(image1, self.multiple)
         x2, _ = _pad(image2, self.multiple)
         hp, wp = x1.shape[-2:]
@@ -390,7 +413,8 @@ class CompactFlowNet(nn.Module):
                 inputs = [_cost(f1, f2, self.search_radius), f1]
             else:
                 # flow is in full-resolution units, so resizing keeps its values
-                flow = F.interpolate(flow, size=f1.shape[-2:], mode="bilinear", align_corners=False)  # (B,2,h,w)
+                size = f1.shape[-2:]
+                flow = F.interpolate(flow, size=size, mode="bilinear", align_corners=False)  # (B, 2, h, w)
                 up_feat = self.upfeat[i - 1](feat)  # (B, upfeat_channels, h, w)
                 warped, _ = warp(f2, flow * (self.flow_scale / stride))  # flow in this level's pixels
                 inputs = [_cost(f1, warped, self.search_radius), f1, flow, up_feat]
@@ -401,7 +425,8 @@ class CompactFlowNet(nn.Module):
                     flow = flow + self.context(torch.cat([feat, flow], dim=1))
                 full = self._to_full(flow, feat, hp, wp)  # (B, 2, Hp, Wp), full-resolution pixels
             elif self.training:
-                full = F.interpolate(flow, size=(hp, wp), mode="bilinear", align_corners=False) * self.flow_scale
+                full = F.interpolate(flow, size=(hp, wp), mode="bilinear", align_corners=False)
+                full = full * self.flow_scale  # (B, 2, Hp, Wp) in full-resolution pixels
             else:
                 continue
             per_level.append(full[..., :h, :w])
@@ -430,7 +455,7 @@ def _pad(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]
 
 
 def create_flow_model(backbone: Backbone | str | dict, **head_kw) -> CompactFlowNet:
-    """CompactFlowNet on ``backbone``: a ready :class:`Backbone`, a registered name, or ``{"name": ..., **kw}``.
+    """CompactFlowNet on ``backbone``: a :class:`Backbone`, a registered name or ``{"name": ..., **kw}``.
     ``head_kw`` are :class:`CompactFlowNet`'s hyper-parameters (conf/head/flow.yaml; a ``name`` key, if
     present, must be "flow")."""
     name = head_kw.pop("name", "flow")
@@ -442,5 +467,7 @@ def create_flow_model(backbone: Backbone | str | dict, **head_kw) -> CompactFlow
         spec = dict(backbone)
         backbone = create_backbone(spec.pop("name"), **spec)
     if not isinstance(backbone, Backbone):
-        raise TypeError(f"backbone must be a densekit Backbone, a name or a dict, got {type(backbone).__name__}")
+        raise TypeError(
+            f"backbone must be a densekit Backbone, a name or a dict, got {type(backbone).__name__}"
+        )
     return CompactFlowNet(backbone, **head_kw)

@@ -3,7 +3,8 @@
 from .base import DenseTask, make_schedule
 from .depth import DepthTask
 from .seg import SegTask
+from .volume import VolumeTask
 
-TASK_MODULES = {"seg": SegTask, "depth": DepthTask}
+TASK_MODULES = {"seg": SegTask, "depth": DepthTask, "volume": VolumeTask}
 
-__all__ = ["TASK_MODULES", "DenseTask", "DepthTask", "SegTask", "make_schedule"]
+__all__ = ["TASK_MODULES", "DenseTask", "DepthTask", "SegTask", "VolumeTask", "make_schedule"]
