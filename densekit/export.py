@@ -49,12 +49,11 @@ DEFAULT_OPSET = 17  # LayerNormalization is a single op from 17; onnxruntime 1.3
 PARITY_ATOL = 1e-4  # float32 exported vs eager, absolute, on outputs of order 1
 
 
-# -- re-parameterisation --------------------------------------------------------------------------------------
+# -- re-parameterisation --------------------------------------------------------------------------------
 def _reparam_modules(model: nn.Module) -> int:
     """Modules with a fusion hook that timm's ``reparameterize_model`` would act on."""
-    return sum(
-        1 for m in model.modules() if m is not model and any(hasattr(m, a) for a in ("fuse", "reparameterize", "switch_to_deploy"))
-    )
+    hooks = ("fuse", "reparameterize", "switch_to_deploy")
+    return sum(1 for m in model.modules() if m is not model and any(hasattr(m, a) for a in hooks))
 
 
 def _num_params(model: nn.Module) -> int:
@@ -62,7 +61,10 @@ def _num_params(model: nn.Module) -> int:
 
 
 def reparameterize(
-    model: nn.Module, example_inputs: tuple | None = None, atol: float = PARITY_ATOL, report: dict | None = None
+    model: nn.Module,
+    example_inputs: tuple | None = None,
+    atol: float = PARITY_ATOL,
+    report: dict | None = None,
 ) -> nn.Module:
     """A deep copy in eval mode with MobileOne / RepMixer / RepCPE / large-kernel branches fused into single
     convolutions (timm's ``reparameterize_model``: conv+BN folding, RepVGG-style branch sums). Models
@@ -77,7 +79,10 @@ def reparameterize(
 
     model = model.eval()
     hooks, before = _reparam_modules(model), _num_params(model)
-    fused = reparameterize_model(copy.deepcopy(model), inplace=True).eval() if hooks else copy.deepcopy(model).eval()
+    fused = copy.deepcopy(model)
+    if hooks:
+        fused = reparameterize_model(fused, inplace=True)
+    fused.eval()
     diff = None
     if example_inputs is not None:
         with torch.no_grad():
@@ -89,14 +94,15 @@ def reparameterize(
                 f"re-parameterisation changed the outputs: max abs diff {diff:.3g} > {tol:.3g} "
                 f"(inputs {[tuple(x.shape) for x in example_inputs]})"
             )
-    info = {"fused_modules": hooks, "params_before": before, "params_after": _num_params(fused), "max_abs_diff": diff}
+    info = {"fused_modules": hooks, "params_before": before, "params_after": _num_params(fused),
+            "max_abs_diff": diff}
     log.info("reparameterize: %s", info)
     if report is not None:
         report.update(info)
     return fused
 
 
-# -- inputs and names -----------------------------------------------------------------------------------------
+# -- inputs and names --------------------------------------------------------------------------------
 def io_names(task: str | None, example_inputs: tuple) -> tuple[tuple[str, ...], str]:
     """(input names, output name) for ``task``; without a task: image / image1,image2 / volume -> output."""
     if task is not None:
@@ -105,7 +111,8 @@ def io_names(task: str | None, example_inputs: tuple) -> tuple[tuple[str, ...], 
         names, out = TASK_IO[task]
         if len(names) != len(example_inputs):
             raise ValueError(
-                f"task {task!r} takes {len(names)} input(s) {list(names)}, got {len(example_inputs)} example input(s)"
+                f"task {task!r} takes {len(names)} input(s) {list(names)}, "
+                f"got {len(example_inputs)} example input(s)"
             )
         return names, out
     if len(example_inputs) == 2:
@@ -115,7 +122,9 @@ def io_names(task: str | None, example_inputs: tuple) -> tuple[tuple[str, ...], 
     return tuple(f"input{i}" for i in range(len(example_inputs))), "output"
 
 
-def example_inputs_for(config: dict, height: int, width: int, depth: int | None = None, batch: int = 1, seed: int = 0):
+def example_inputs_for(
+    config: dict, height: int, width: int, depth: int | None = None, batch: int = 1, seed: int = 0
+) -> tuple[torch.Tensor, ...]:
     """Random example inputs for a run config's task: images (B, 3, H, W) in [0, 1] (two for flow), or a
     volume (B, C, D, H, W) with C = ``backbone.in_channels`` and D = ``depth`` (default: the data patch's
     first size, else 32)."""
@@ -215,32 +224,26 @@ def _ort_run(session, inputs: tuple) -> np.ndarray:
 
 
 def _onnx_export(model, path: Path, inputs: tuple, names, out_name, dynamic: bool, opset: int, dynamo: bool):
+    # one set of axis names for all inputs and the output: flow's two frames share H and W, and outputs
+    # are at the input size
     spatial_axes = {}
     for name, x in zip(names, inputs):
         axes = {0: "batch"}
         if dynamic:
-            axes.update({d: f"{name}_{'dhw'[d - x.dim() + 3]}" for d in range(2, x.dim())})
+            axes.update({d: ("depth", "height", "width")[d - x.dim() + 3] for d in range(2, x.dim())})
         spatial_axes[name] = axes
-    # the output shares the first input's spatial axes (outputs are at the input size)
     spatial_axes[out_name] = dict(spatial_axes[names[0]])
     with _quiet_export(), torch.no_grad():
         if dynamo:
-            dims = {}
-            shapes = []
-            for name, x in zip(names, inputs):
-                shape = {}
-                for d, label in spatial_axes[name].items():
-                    # flow's two frames share one H and W
-                    key = label.replace(f"{name}_", "") if d >= 2 else "batch"
-                    dims.setdefault(key, torch.export.Dim.DYNAMIC)
-                    shape[d] = dims[key]
-                shapes.append(shape)
+            shapes = tuple({d: torch.export.Dim.DYNAMIC for d in spatial_axes[name]} for name in names)
             # the torch.export-based exporter implements opsets >= 18 only
             torch.onnx.export(model, inputs, str(path), input_names=list(names), output_names=[out_name],
-                              opset_version=max(opset, 18), dynamo=True, dynamic_shapes=tuple(shapes), verbose=False)
+                              opset_version=max(opset, 18), dynamo=True, dynamic_shapes=shapes,
+                              verbose=False)
         else:
             torch.onnx.export(model, inputs, str(path), input_names=list(names), output_names=[out_name],
-                              opset_version=opset, dynamo=False, dynamic_axes=spatial_axes, do_constant_folding=True)
+                              opset_version=opset, dynamo=False, dynamic_axes=spatial_axes,
+                              do_constant_folding=True)
 
 
 def _tolerance(ref: np.ndarray, atol: float) -> float:
@@ -263,7 +266,9 @@ def onnx_metadata(path: str | Path) -> dict:
     import onnx
 
     proto = onnx.load(str(path), load_external_data=False)
-    return {p.key[len("densekit."):]: json.loads(p.value) for p in proto.metadata_props if p.key.startswith("densekit.")}
+    prefix = "densekit."
+    props = [p for p in proto.metadata_props if p.key.startswith(prefix)]
+    return {p.key[len(prefix):]: json.loads(p.value) for p in props}
 
 
 def export_onnx(
@@ -282,8 +287,8 @@ def export_onnx(
     axis is always dynamic; with ``dynamic_hw`` the spatial axes are too. The model is traced at odd spatial
     sizes (so padding to the stride is recorded as shape arithmetic, see the module docstring), then the file
     is checked at a second size against eager; if the model's shape logic could not be captured (a mismatch
-    above ``atol * max(1, max|output|)`` or a runtime error) it is re-exported at the example size with a fixed
-    height/width and a warning says so. ``dynamo=True`` uses the torch.export-based exporter instead.
+    above ``atol * max(1, max|output|)`` or a runtime error) it is re-exported at the example size with a
+    fixed height/width and a warning says so. ``dynamo=True`` uses the torch.export-based exporter instead.
     The file carries ``densekit.*`` metadata: task, dynamic_hw, export_size, opset, exporter.
     """
     inputs = _check_inputs(example_inputs)
@@ -299,29 +304,35 @@ def export_onnx(
         try:
             with torch.no_grad():
                 model(*trace_inputs)
-        except Exception as err:  # noqa: BLE001 - a model that only takes certain sizes: trace at the given one
+        except Exception as err:  # noqa: BLE001 - a model that takes only certain sizes: trace at this one
             log.info("model does not run at %s (%s); tracing at the example size", traced, err)
             trace_inputs = inputs
         _onnx_export(model, path, trace_inputs, names, out_name, True, opset, dynamo)
-        probe = _resize_spatial(inputs, _probe_sizes(spatial, list(trace_inputs[0].shape[2:])))
-        reason = None
-        try:
-            with torch.no_grad():
-                ref = model(*probe).cpu().numpy()
-            got = _ort_run(ort_session(path), probe)
-            diff = float(np.abs(got - ref).max()) if got.shape == ref.shape else None
-            if diff is None:
-                reason = f"output shape {got.shape} vs eager {ref.shape}"
-            elif not diff <= _tolerance(ref, atol):
-                reason = f"max abs diff {diff:.3g} vs eager"
-        except Exception as err:  # noqa: BLE001 - any failure at the probe size means: not dynamic
-            reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+        reason, session = None, None
+        # a second size, and the example size itself unless the trace was taken there
+        probes = [_resize_spatial(inputs, _probe_sizes(spatial, list(trace_inputs[0].shape[2:])))]
+        probes += [inputs] if trace_inputs is not inputs else []
+        for probe in probes:
+            try:
+                with torch.no_grad():
+                    ref = model(*probe).cpu().numpy()
+                session = session or ort_session(path)
+                got = _ort_run(session, probe)
+                diff = float(np.abs(got - ref).max()) if got.shape == ref.shape else None
+                if diff is None:
+                    reason = f"output shape {got.shape} vs eager {ref.shape}"
+                elif not diff <= _tolerance(ref, atol):
+                    reason = f"max abs diff {diff:.3g} vs eager"
+            except Exception as err:  # noqa: BLE001 - any failure at a probe size means: not dynamic
+                reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+            if reason:
+                break
         if reason:
             warnings.warn(
-                f"{type(model).__name__} cannot be exported with dynamic height/width: at the probe size "
-                f"{list(probe[0].shape[2:])} the graph traced at {list(trace_inputs[0].shape[2:])} fails ({reason}); "
-                f"its shape logic is Python that tracing freezes. Exported with a FIXED size {spatial} instead "
-                f"(batch stays dynamic): run it at exactly that size.",
+                f"{type(model).__name__} cannot be exported with dynamic height/width: at the size "
+                f"{list(probe[0].shape[2:])} the graph traced at {list(trace_inputs[0].shape[2:])} fails "
+                f"({reason}); its shape logic is Python that tracing freezes. Exported with a FIXED size "
+                f"{spatial} instead (batch stays dynamic): run it at exactly that size.",
                 UserWarning,
                 stacklevel=2,
             )
@@ -329,8 +340,9 @@ def export_onnx(
     if not dynamic:
         _onnx_export(model, path, inputs, names, out_name, False, opset, dynamo)
     _write_metadata(path, {"task": task, "dynamic_hw": dynamic, "export_size": spatial,
-                           "opset": max(opset, 18) if dynamo else opset, "exporter": "dynamo" if dynamo else "torchscript",
-                           "inputs": list(names), "output": out_name})
+                           "opset": max(opset, 18) if dynamo else opset,
+                           "exporter": "dynamo" if dynamo else "torchscript", "inputs": list(names),
+                           "output": out_name})
     return path
 
 
@@ -368,10 +380,11 @@ def export_torchscript(
     with _quiet_export(), torch.no_grad():
         traced = torch.jit.trace(model, trace_inputs, check_trace=False)
     dynamic, reason = bool(dynamic_hw), None
-    probes = (inputs, _resize_spatial(inputs, _probe_sizes(spatial, list(trace_inputs[0].shape[2:])))) if dynamic else ()
+    probe_sizes = _probe_sizes(spatial, list(trace_inputs[0].shape[2:]))
+    probes = (inputs, _resize_spatial(inputs, probe_sizes)) if dynamic else ()
     for probe in probes:
         try:
-            # the profiling executor's first runs per shape are slow (it records, then optimises): not needed here
+            # the profiling executor's first runs per shape are slow (it records, then optimises): not needed
             with torch.no_grad(), torch.jit.optimized_execution(False):
                 ref, got = model(*probe), traced(*probe)
             diff = float((ref - got).abs().max()) if ref.shape == got.shape else float("inf")
@@ -385,8 +398,8 @@ def export_torchscript(
         with _quiet_export(), torch.no_grad():
             traced = torch.jit.trace(model, inputs, check_trace=False)
         warnings.warn(
-            f"{type(model).__name__} cannot be traced for dynamic height/width ({reason}); saved a trace at the "
-            f"FIXED size {spatial}: run it at exactly that size.",
+            f"{type(model).__name__} cannot be traced for dynamic height/width ({reason}); saved a trace at "
+            f"the FIXED size {spatial}: run it at exactly that size.",
             UserWarning,
             stacklevel=2,
         )
@@ -398,7 +411,7 @@ def export_torchscript(
 
 
 def torchscript_metadata(path: str | Path) -> dict:
-    """The ``densekit.json`` a TorchScript file from ``export_torchscript`` carries (task, dynamic_hw, size)."""
+    """The ``densekit.json`` a file from ``export_torchscript`` carries (task, dynamic_hw, size)."""
     extra = {"densekit.json": ""}
     with _quiet_export():
         torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
@@ -489,8 +502,14 @@ def check_parity(
     return result
 
 
-def ort_latency(path: str | Path, inputs: tuple, repeats: int = 5, warmup: int = 1, threads: int | None = None,
-                optimization: str = "all") -> float:
+def ort_latency(
+    path: str | Path,
+    inputs: tuple,
+    repeats: int = 5,
+    warmup: int = 1,
+    threads: int | None = None,
+    optimization: str = "all",
+) -> float:
     """Median ms of an ONNX file under onnxruntime (CPU) on ``inputs``."""
     session = ort_session(path, threads=threads, optimization=optimization)
     inputs = _check_inputs(inputs)

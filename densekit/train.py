@@ -23,8 +23,10 @@ log = logging.getLogger(__name__)
 
 # Which heads make sense for which task; checked before any data or model is built.
 _DENSE_2D_HEADS = {"lraspp", "unet", "fpn", "deeplabv3plus", "ffnet", "lightm"}
-TASK_HEADS = {"seg": _DENSE_2D_HEADS, "depth": _DENSE_2D_HEADS, "volume": {"revunet3d", "lightm"}}
-TASK_DIMS = {"seg": 2, "depth": 2, "volume": 3}
+TASK_HEADS = {
+    "seg": _DENSE_2D_HEADS, "depth": _DENSE_2D_HEADS, "flow": {"flow"}, "volume": {"revunet3d", "lightm"},
+}
+TASK_DIMS = {"seg": 2, "depth": 2, "flow": 2, "volume": 3}
 BACKBONE_DIMS = {"lightm3d": 3, "revmb3d": 3}  # every other backbone is 2D
 
 
@@ -100,10 +102,13 @@ def check_data(cfg: DictConfig, datamodule: DenseDataModule) -> list[str] | None
     return list(names) if names is not None else None
 
 
-def build_task(cfg: DictConfig, class_names: list[str] | None = None) -> pl.LightningModule:
+def build_task(cfg: DictConfig, class_names: list[str] | None = None, with_noc: bool = False) -> pl.LightningModule:
     task = cfg.task.name
     config = _plain(cfg)
     model = model_from_config(config, pretrained=None)  # None: the backbone's configured ``pretrained``
+    if task == "flow":
+        return TASK_MODULES[task](model, loss=_plain(cfg.task.loss), with_noc=with_noc, optim=_plain(cfg.optim),
+                                  config=config)
     if task == "depth":
         return TASK_MODULES[task](
             model, loss=_plain(cfg.task.loss), metrics=_plain(cfg.task.metrics), optim=_plain(cfg.optim), config=config
@@ -168,7 +173,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     run_dir = output_dir(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
-    module = build_task(cfg, check_data(cfg, datamodule))
+    names = check_data(cfg, datamodule)
+    # Sintel / KITTI mark non-occluded pixels: then the metrics are also split into noc / occ
+    with_noc = cfg.task.name == "flow" and "noc" in datamodule.val_set[0]
+    module = build_task(cfg, names, with_noc=with_noc)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     ckpt_dir = run_dir / "checkpoints"

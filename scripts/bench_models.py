@@ -1,21 +1,24 @@
 """Model benchmark: one table over backbone x head x task at a stated input size.
 
-    python scripts/bench_models.py [--size 512] [--backbones mci0 mci1 mci2 mobilenetv3_large mobilesam lightm]
+    python scripts/bench_models.py [--size 512]
+        [--backbones mci0 mci1 mci2 mobilenetv3_large mobilesam lightm]
         [--heads lraspp fpn unet deeplabv3plus ffnet] [--tasks seg depth] [--repeats 5] [--threads N]
         [--out outputs/benchmarks/models.csv] [--plot <png>] [--no-onnx] [--no-memory] [--no-unfused]
     (also: python scripts/benchmark.py models ...)
 
 Per combination (random init, batch 1, eval mode, float32 on CPU unless said otherwise):
-- params (M) and MACs (G) of the deployed model: MobileOne/RepMixer branches fused (densekit.export.reparameterize).
+- params (M) and MACs (G) of the deployed model: MobileOne/RepMixer branches fused
+  (densekit.export.reparameterize).
   MACs from ``torch.utils.flop_counter.FlopCounterMode`` (FLOPs / 2; it counts convolutions, matmuls and
   attention, not element-wise ops or the pure-PyTorch selective scan's cumulative sums).
 - CPU latency, medians of ``--repeats`` interleaved runs after one warm-up: eager PyTorch on the fused model,
   ONNX Runtime (CPUExecutionProvider, graph optimisation 'all', same intra-op threads as torch) on its export
   (fixed size, opset 17), and eager on the un-fused training-mode graph (where it differs).
 - max abs difference ORT vs eager (a sanity check of the export).
-- peak memory: the extra resident memory (VmHWM - VmRSS before, Linux /proc) of one eager forward of the fused
-  model, measured in a fresh subprocess.
-- GPU fp16 latency (wall clock around each forward, after torch.cuda.synchronize) when CUDA is available, else "n/a".
+- peak memory: the extra resident memory (VmHWM - VmRSS before, Linux /proc, after malloc_trim) of one eager
+  forward of the fused model (activations + workspace), measured in a fresh subprocess.
+- GPU fp16 latency (wall clock around each forward, after torch.cuda.synchronize) when CUDA is available,
+  else "n/a".
 Combinations a head cannot serve (e.g. LR-ASPP needs a stride-8 level) are skipped with the reason.
 Writes the CSV (``--out``) and a PNG of latency vs params (``--plot``, default next to the CSV).
 """
@@ -68,6 +71,9 @@ sys.path.insert(0, {scripts!r})
 from bench_models import build
 model = reparameterize(build({task!r}, {backbone!r}, {head!r}, {num_classes}))
 x = torch.rand(1, 3, {size}, {size})
+import ctypes, gc
+gc.collect()
+ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand back the heap the un-fused copy held, so it is not reused unseen
 def status(key):
     for line in open("/proc/self/status"):
         if line.startswith(key):
@@ -131,7 +137,8 @@ def bench_one(task, backbone, head, args, workdir: Path) -> dict:
            "params_M": info["params_after"] / 1e6, "GMACs": count_macs(fused, x) / 1e9,
            "threads": args.threads, "repeats": args.repeats}
     if args.onnx:
-        path = export_onnx(fused, workdir / f"{task}_{backbone}_{head}.onnx", (x,), dynamic_hw=False, task=task)
+        path = workdir / f"{task}_{backbone}_{head}.onnx"
+        export_onnx(fused, path, (x,), dynamic_hw=False, task=task)
         res = check_parity(fused, path, (x,), repeats=args.repeats, threads=args.threads)
         row.update(eager_ms=res["eager_ms"], ort_ms=res["exported_ms"], ort_speedup=res["speedup"],
                    ort_max_abs_diff=res["max_abs_diff"])
@@ -154,21 +161,27 @@ def _fmt(value, digits=1) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _sci(value) -> str:
+    return "n/a" if value is None else f"{value:.1e}"
+
+
 def markdown(rows: list[dict], args) -> str:
     gpu = "GPU fp16 (ms)" if torch.cuda.is_available() else "GPU fp16 (ms; no CUDA here)"
     lines = [
-        f"Input {args.size}x{args.size}, batch 1, random init, MobileOne/RepMixer branches fused; CPU: medians of "
-        f"{args.repeats} runs, {args.threads} thread(s) for torch and ONNX Runtime alike.",
+        f"Input {args.size}x{args.size}, batch 1, random init, MobileOne/RepMixer branches fused; "
+        f"CPU: medians "
+        f"of {args.repeats} runs, {args.threads} thread(s) for torch and ONNX Runtime alike.",
         "",
-        f"| task | backbone | head | params (M) | GMACs | eager (ms) | ORT (ms) | ORT speedup | eager un-fused (ms) "
-        f"| ORT max abs diff | peak fwd mem (MiB) | {gpu} |",
+        "| task | backbone | head | params (M) | GMACs | eager (ms) | ORT (ms) | ORT speedup "
+        f"| eager un-fused (ms) | ORT max abs diff | peak fwd mem (MiB) | {gpu} |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['task']} | {r['backbone']} | {r['head']} | {_fmt(r['params_M'], 2)} | {_fmt(r['GMACs'], 2)} | "
+            f"| {r['task']} | {r['backbone']} | {r['head']} | {_fmt(r['params_M'], 2)} | "
+            f"{_fmt(r['GMACs'], 2)} | "
             f"{_fmt(r.get('eager_ms'))} | {_fmt(r.get('ort_ms'))} | {_fmt(r.get('ort_speedup'), 2)} | "
-            f"{_fmt(r.get('eager_unfused_ms'))} | {_fmt(r.get('ort_max_abs_diff'), 7) if r.get('ort_max_abs_diff') is not None else 'n/a'} | "
+            f"{_fmt(r.get('eager_unfused_ms'))} | {_sci(r.get('ort_max_abs_diff'))} | "
             f"{_fmt(r.get('peak_MiB'), 0)} | {_fmt(r.get('gpu_fp16_ms'), 2)} |"
         )
     return "\n".join(lines)
@@ -205,7 +218,8 @@ def parse(argv):
     p.add_argument("--heads", nargs="+", default=HEADS)
     p.add_argument("--tasks", nargs="+", default=["seg", "depth"], choices=["seg", "depth"])
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads for torch and ORT (default: torch's)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads for torch and ORT alike (default: torch's)")
     p.add_argument("--num-classes", type=int, default=19)
     p.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmarks" / "models.csv")
     p.add_argument("--plot", type=Path, default=None, help="default: the CSV path with .png")

@@ -329,6 +329,8 @@ def bench_memory3d(argv: list[str]) -> dict:
         size = edge + 16
         while size <= args.search_max:
             out = measure(reversible, size)
+            peak = f"{out['peak_mib']:.0f} MiB" if out else "failed"
+            print(f"  search: {'reversible' if reversible else 'stored'} {size}³ -> {peak}", flush=True)
             if not out or out["peak_mib"] > budget_mib:
                 break
             edge, size = size, size + 16

@@ -5,6 +5,7 @@
         [save_dir=<dir>] [batch_size=1] [limit=N] [device=cpu]
     depth only: [eval_crop=eigen_nyu|garg|eigen_kitti|none] [min_depth=1e-3] [max_depth=10]
         [median_scaling=true] [baseline=train_mean]
+    flow only: [baseline=zero]   (data=motorcycle: a real stereo pair with ground truth, no download)
 
 ``data`` defaults to the checkpoint's own data config; ``data=<name>`` composes conf/data/<name>.yaml
 (further ``data.*`` overrides apply). volume: whole volumes by sliding window (``crop=[D,H,W]``, default the
@@ -31,14 +32,14 @@ sys.path.insert(0, str(ROOT))
 
 from densekit.data import build_dataset  # noqa: E402
 from densekit.inference import load_checkpoint_model, predict  # noqa: E402
-from densekit.metrics import DepthMetrics, SegMetrics, VolumeMetrics  # noqa: E402
+from densekit.metrics import DepthMetrics, FlowMetrics, SegMetrics, VolumeMetrics  # noqa: E402
 from densekit.train import format_metrics, split_data_config  # noqa: E402
-from densekit.viz import depth_panel, seg_panel  # noqa: E402
+from densekit.viz import depth_panel, flow_panel, seg_panel  # noqa: E402
 
 DEFAULTS = {"split": "val", "mode": "whole", "crop": None, "stride": None, "flip": False, "scales": [1.0],
             "save_dir": None, "batch_size": 1, "limit": None, "device": "cpu"}
 DEPTH_DEFAULTS = {"eval_crop": "config", "min_depth": None, "max_depth": None, "median_scaling": None,
-                  "baseline": None}
+                  "baseline": None}  # baseline also for flow (baseline=zero)
 def parse_args(argv: list[str]) -> tuple[dict, list[str]]:
     opts, data_overrides = dict(DEFAULTS), []
     for arg in argv:
@@ -71,15 +72,17 @@ def data_config(ckpt_config: dict, overrides: list[str]) -> dict:
 def evaluate(opts: dict, data_overrides: list[str]) -> dict[str, float]:
     model, config = load_checkpoint_model(opts["ckpt"], opts["device"])
     task = config["task"]["name"]
-    depth_opts = {k: opts[k] for k in DEPTH_DEFAULTS if k in opts}
+    depth_opts = {k: opts[k] for k in DEPTH_DEFAULTS if k in opts and not (task == "flow" and k == "baseline")}
     if task != "depth" and depth_opts:
         raise SystemExit(f"{sorted(depth_opts)} apply to depth checkpoints; this one is task={task}")
     if task == "depth":
         return evaluate_depth(model, config, opts, data_overrides)
     if task == "volume":
         return evaluate_volume(model, config, opts, data_overrides)
+    if task == "flow":
+        return evaluate_flow(model, config, opts, data_overrides)
     if task != "seg":
-        raise SystemExit(f"this checkpoint is for task={task}; evaluate.py handles seg, depth and volume")
+        raise SystemExit(f"this checkpoint is for task={task}; evaluate.py handles seg, depth, flow and volume")
     data = data_config(config, data_overrides)
     if data["num_classes"] != config["data"]["num_classes"]:
         raise SystemExit(f"data has {data['num_classes']} classes but the checkpoint predicts {config['data']['num_classes']}")
@@ -232,6 +235,56 @@ def evaluate_volume(model, config: dict, opts: dict, data_overrides: list[str]) 
     print(f"{seen} volumes from data={data['name']} split={opts['split']} (sliding window {window}, overlap 0.5, "
           f"gaussian, flip={opts['flip']})")
     print(format_metrics(results))
+    return results
+
+
+def evaluate_flow(model, config: dict, opts: dict, data_overrides: list[str]) -> dict[str, float]:
+    """EPE, 1/3/5 px accuracy and Fl-all over valid pixels (also noc/occ where the data marks occlusion);
+    ``flip=true`` averages with the mirrored pair (u negated); ``baseline=zero`` scores zero motion too."""
+    data = data_config(config, data_overrides)
+    name, kwargs, _, lengths = split_data_config(data)
+    kwargs.pop("augment", None)
+    if lengths.get(opts["split"]):
+        kwargs["length"] = lengths[opts["split"]]
+    dataset = build_dataset(name, opts["split"], targets=("flow",), **kwargs)
+    with_noc = "noc" in dataset[0]
+    baseline = opts.get("baseline")
+    if baseline not in (None, "zero"):
+        raise SystemExit(f"baseline must be zero for flow, got {baseline!r}")
+    metric, base = FlowMetrics(with_noc=with_noc), FlowMetrics(with_noc=with_noc) if baseline else None
+    loader = torch.utils.data.DataLoader(dataset, batch_size=int(opts["batch_size"]))
+    save = Path(opts["save_dir"]) if opts["save_dir"] else None
+    if save:
+        save.mkdir(parents=True, exist_ok=True)
+    seen = 0
+    for batch in loader:
+        a, b = batch["image"].to(opts["device"]), batch["image2"].to(opts["device"])
+        with torch.no_grad():
+            flow = model(a, b)
+            if opts["flip"]:
+                back = model(a.flip(-1), b.flip(-1)).flip(-1)
+                back[:, 0] = -back[:, 0]  # mirrored x: u changes sign
+                flow = (flow + back) / 2
+        flow = flow.float().cpu()
+        noc = batch.get("noc") if with_noc else None
+        metric.update(flow, batch["flow"], batch.get("valid"), noc)
+        if base is not None:
+            base.update(torch.zeros_like(flow), batch["flow"], batch.get("valid"), noc)
+        if save:
+            for i in range(flow.shape[0]):
+                panel = flow_panel(batch["image"][i], batch["flow"][i].numpy(), flow[i].numpy(), batch["valid"][i].numpy())
+                Image.fromarray(panel).save(save / f"{seen + i:05d}.png")
+        seen += flow.shape[0]
+        if opts["limit"] and seen >= int(opts["limit"]):
+            break
+    results = {f"{opts['split']}/{k}": v for k, v in metric.compute().items()}
+    print(f"{seen} pairs from data={data['name']} split={opts['split']} (flip={opts['flip']})")
+    print(format_metrics(results))
+    if base is not None:
+        zero = {f"baseline/{k}": v for k, v in base.compute().items()}
+        print("\nBaseline: zero motion")
+        print(format_metrics(zero))
+        results.update(zero)
     return results
 
 

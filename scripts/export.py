@@ -36,8 +36,9 @@ from densekit.export import (  # noqa: E402
 )
 from densekit.inference import load_checkpoint_model  # noqa: E402
 
-DEFAULTS = {"format": "onnx", "output": None, "height": 512, "width": 512, "dynamic": True, "reparameterize": True,
-            "device": "cpu", "opset": DEFAULT_OPSET, "dynamo": False, "repeats": 5, "threads": None, "depth": None}
+DEFAULTS = {"format": "onnx", "output": None, "height": 512, "width": 512, "dynamic": True,
+            "reparameterize": True, "device": "cpu", "opset": DEFAULT_OPSET, "dynamo": False, "repeats": 5,
+            "threads": None, "depth": None}
 SUFFIX = {"onnx": ".onnx", "torchscript": ".ts"}
 
 
@@ -59,7 +60,8 @@ def parse_args(argv: list[str]) -> dict:
     if opts["format"] not in SUFFIX:
         raise _usage(f"format must be one of {sorted(SUFFIX)}, got {opts['format']!r}")
     for key in ("height", "width", "opset", "repeats"):
-        if not isinstance(opts[key], int) or isinstance(opts[key], bool) or opts[key] < (0 if key == "repeats" else 1):
+        value, least = opts[key], 0 if key == "repeats" else 1
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise _usage(f"{key} must be a positive integer, got {opts[key]!r}")
     for key in ("dynamic", "reparameterize", "dynamo"):
         if not isinstance(opts[key], bool):
@@ -83,8 +85,9 @@ def export(opts: dict) -> dict:
         info: dict = {}
         model = reparameterize(model, device_inputs, report=info)
         report["reparameterize"] = info
-        print(f"re-parameterised {info['fused_modules']} modules: params {info['params_before'] / 1e6:.3f} M -> "
-              f"{info['params_after'] / 1e6:.3f} M, max abs diff to the un-fused model {info['max_abs_diff']:.2e}")
+        print(f"re-parameterised {info['fused_modules']} modules: params {info['params_before'] / 1e6:.3f} M "
+              f"-> {info['params_after'] / 1e6:.3f} M, max abs diff to the un-fused model "
+              f"{info['max_abs_diff']:.2e}")
     if opts["format"] == "onnx":
         export_onnx(model, output, device_inputs, dynamic_hw=opts["dynamic"], opset=opts["opset"], task=task,
                     dynamo=opts["dynamo"])
@@ -111,8 +114,9 @@ def export(opts: dict) -> dict:
         print(f"max abs diff to eager at {h2}x{w2}: {second['max_abs_diff']:.2e}")
     if opts["repeats"]:
         name = "ONNX Runtime" if parity["runtime"] == "onnxruntime" else "TorchScript"
-        print(f"latency (median of {opts['repeats']}, {threads} threads, CPU): eager {parity['eager_ms']:.1f} ms | "
-              f"{name} {parity['exported_ms']:.1f} ms | speedup {parity['speedup']:.2f}x")
+        print(f"latency (median of {opts['repeats']}, {threads} threads, CPU): "
+              f"eager {parity['eager_ms']:.1f} ms "
+              f"| {name} {parity['exported_ms']:.1f} ms | speedup {parity['speedup']:.2f}x")
     report["ok"] = ok
     if not ok:
         raise SystemExit(f"error: {output} does not match the eager model (see the differences above)")

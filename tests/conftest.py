@@ -82,3 +82,16 @@ VOLUME_SMOKE = [
 def volume_run(tmp_path_factory):
     """One seconds-long 3D run (task=volume, revmb3d + revunet3d, tiny widths and volumes)."""
     return _train_run(tmp_path_factory, "volume_run", VOLUME_SMOKE)
+
+
+FLOW_SMOKE = [
+    "task=flow", "data.size=[64,64]", "data.augment.crop=[64,64]", "data.train_length=16", "data.val_length=8",
+    "data.batch_size=4", "trainer.val_check_interval=null", "trainer.enable_progress_bar=false",
+    "trainer.num_sanity_val_steps=0",
+]
+
+
+@pytest.fixture(scope="session")
+def flow_run(tmp_path_factory):
+    """One seconds-long flow run (task=flow, flow_pyramid + CompactFlowNet head, 64x64 pairs)."""
+    return _train_run(tmp_path_factory, "flow_run", FLOW_SMOKE)

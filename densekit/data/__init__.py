@@ -2,7 +2,7 @@
 
 from .datamodule import DenseDataModule
 from .datasets import SyntheticScenes, to_tensors
-from .flow_datasets import FlowDataset, FlyingChairs, FlyingThings3D, FolderFlow, KITTI2015, MPISintel
+from .flow_datasets import FlowDataset, FlyingChairs, FlyingThings3D, FolderFlow, KITTI2015, MPISintel, StereoMotorcycle
 from .depth_datasets import DepthDataset, DepthValueWarning, FolderDepth, KITTIDepth, NYUv2Folder, NYUv2Mat
 from .schema import IGNORE_INDEX, check_sample
 from .seg_datasets import ADE20KSeg, BadSampleWarning, CityscapesSeg, FolderSeg, SegDataset, VOCSeg
@@ -20,6 +20,7 @@ DATASETS = {
     "sintel": MPISintel,
     "kitti15": KITTI2015,
     "flow_folder": FolderFlow,
+    "motorcycle": StereoMotorcycle,
     "nyuv2": NYUv2Folder,
     "nyuv2_mat": NYUv2Mat,
     "kitti": KITTIDepth,
@@ -41,7 +42,7 @@ __all__ = [
     "ADE20KSeg", "BadSampleWarning", "CLASS_NAMES", "CityscapesSeg", "DATASETS", "DenseDataModule", "FolderSeg",
     "IGNORE_INDEX", "SceneConfig", "SegDataset", "SyntheticScenes", "VOCSeg", "build_dataset", "check_sample",
     "generate_scene", "generate_volume", "to_tensors",
-    "FlowDataset", "FlyingChairs", "FlyingThings3D", "FolderFlow", "KITTI2015", "MPISintel",
+    "FlowDataset", "FlyingChairs", "FlyingThings3D", "FolderFlow", "KITTI2015", "MPISintel", "StereoMotorcycle",
     "DepthDataset", "DepthValueWarning", "FolderDepth", "KITTIDepth", "NYUv2Folder", "NYUv2Mat",
     "BraTSVolumes", "NiftiFolder", "SyntheticVolumes", "VOLUME_CLASS_NAMES",
 ]

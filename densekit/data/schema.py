@@ -14,6 +14,7 @@ SCHEMA = {
     "depth": (torch.float32, 3),  # (1, H, W) metres
     "flow": (torch.float32, 3),  # (2, H, W) pixels, u right, v down
     "valid": (torch.bool, 2),  # (H, W)
+    "noc": (torch.bool, 2),  # (H, W), flow with occlusion ground truth: True = not occluded in frame 2
 }
 
 

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import Backbone, create_backbone
+from .flow import create_flow_model
 from .heads import create_head
 
 
@@ -109,12 +110,13 @@ def _build(spec, builder, **extra):
     raise TypeError(f"expected a name, a dict with 'name', or an nn.Module; got {type(spec).__name__}")
 
 
-TASKS = ("seg", "depth", "volume")
+TASKS = ("seg", "depth", "flow", "volume")
 # keyword arguments each task's model takes besides backbone/head
 _TASK_KWARGS = {
     "seg": {"num_classes"},
     "depth": {"activation", "max_depth", "min_depth", "num_classes"},
     "volume": {"num_classes"},
+    "flow": {"num_classes"},
 }
 
 
@@ -127,6 +129,8 @@ def create_model(task: str, *, backbone, head, num_classes: int | None = None, *
            ``max_depth`` (default 10), ``min_depth`` (default 1e-3); see ``DepthActivation``.
     volume: ``model(x (B, C, D, H, W)) -> logits (B, num_classes, D, H, W)`` from a 3D backbone
            (revmb3d, lightm3d) and a 3D head (revunet3d, lightm).
+    flow:  ``model(image1, image2) -> (B, 2, H, W)`` pixels in eval mode, the coarse-to-fine list in
+           training (``densekit.models.flow.CompactFlowNet``); head "flow" (a name or ``{"name": "flow", ...}``).
     """
     if task not in TASKS:
         raise ValueError(f"unknown or not yet available task {task!r}; available: {list(TASKS)}")
@@ -134,6 +138,14 @@ def create_model(task: str, *, backbone, head, num_classes: int | None = None, *
     if unknown:
         raise TypeError(f"unexpected arguments for task {task!r}: {sorted(unknown)}; expected {sorted(_TASK_KWARGS[task])}")
     output = None
+    if task == "flow":
+        spec = {"name": head} if isinstance(head, str) else head
+        if not isinstance(spec, dict) or spec.get("name") != "flow":
+            raise ValueError(f"task 'flow' needs head 'flow' (the coarse-to-fine flow estimator), got {head!r}")
+        bb = _build(backbone, create_backbone)
+        if int(getattr(bb, "dims", 2)) != 2:
+            raise ValueError(f"task 'flow' needs a 2D backbone; {type(bb).__name__} is 3D")
+        return create_flow_model(bb, **spec)
     if task in ("seg", "volume"):
         if not num_classes or num_classes < 2:
             raise ValueError(f"{task} needs num_classes >= 2, got {num_classes}")

@@ -2,9 +2,10 @@
 
 from .base import DenseTask, make_schedule
 from .depth import DepthTask
+from .flow import FlowTask
 from .seg import SegTask
 from .volume import VolumeTask
 
-TASK_MODULES = {"seg": SegTask, "depth": DepthTask, "volume": VolumeTask}
+TASK_MODULES = {"seg": SegTask, "depth": DepthTask, "flow": FlowTask, "volume": VolumeTask}
 
-__all__ = ["TASK_MODULES", "DenseTask", "DepthTask", "SegTask", "VolumeTask", "make_schedule"]
+__all__ = ["TASK_MODULES", "DenseTask", "DepthTask", "FlowTask", "SegTask", "VolumeTask", "make_schedule"]
