@@ -139,6 +139,36 @@ def build_task(cfg: DictConfig, class_names: list[str] | None = None, with_noc: 
     raise ValueError(f"task={task} is not available")
 
 
+def init_weights(module: pl.LightningModule, path: str | Path) -> None:
+    """Load the model weights of a densekit checkpoint into ``module.model`` (strict; the optimiser and
+    step start fresh): the next stage of a staged schedule, e.g. flow_chairs -> flow_things."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from: checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise ValueError(f"init_from: could not read {path}: {type(err).__name__}: {err}") from err
+    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not state:
+        raise ValueError(f"init_from: {path} is not a Lightning checkpoint (no state_dict)")
+    state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    own = module.model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f"init_from: {path} does not match this model: {len(missing)} missing (e.g. {missing[:5]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:5]}), {len(shapes)} with another shape "
+            f"(e.g. {shapes[:5]}); was it trained with the same backbone/head?"
+        )
+    module.model.load_state_dict(state)
+    log.info("initialised the model from %s", path)
+
+
 def build_logger(cfg: DictConfig, run_dir: Path):
     kind = cfg.logger.name
     if kind in (None, "none"):
@@ -170,6 +200,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Train per ``cfg``; returns the final validation metrics of the best checkpoint (plus
     ``best_checkpoint`` path under the key ``"ckpt"`` in the printed summary)."""
     check_config(cfg)
+    if cfg.get("init_required") and not cfg.get("init_from"):
+        raise ValueError(
+            f"this recipe continues from experiment={cfg.init_required}: pass init_from=<its best checkpoint> "
+            f"(or init_from=... any densekit checkpoint of the same model)"
+        )
+    for key in ("init_from", "ckpt_path"):  # before any data or model is built
+        path = cfg.get(key)
+        if path and path != "last" and not Path(path).is_file():
+            raise FileNotFoundError(f"{key}: checkpoint not found: {path}")
     run_dir = output_dir(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
@@ -177,12 +216,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # Sintel / KITTI mark non-occluded pixels: then the metrics are also split into noc / occ
     with_noc = cfg.task.name == "flow" and "noc" in datamodule.val_set[0]
     module = build_task(cfg, names, with_noc=with_noc)
+    if cfg.get("init_from"):
+        init_weights(module, cfg.init_from)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     ckpt_dir = run_dir / "checkpoints"
     checkpoint = ModelCheckpoint(
         dirpath=str(ckpt_dir),
-        filename="best-{epoch:02d}",
+        # no "=" in the name (Lightning's default would write best-epoch=00.ckpt): the path is then safe
+        # to paste into a Hydra override such as init_from=... or ckpt_path=...
+        filename="best-epoch{epoch:02d}-step{step}",
+        auto_insert_metric_name=False,
         monitor=module.monitor,
         mode=module.monitor_mode,
         save_top_k=1,

@@ -1,9 +1,13 @@
 """Every published-configuration recipe composes and trains a few steps on fixture data in its real format."""
 
+import math
+
 import pytest
 
 from densekit.train import train
 from tests.test_depth_datasets import make_kitti, make_nyu_folder
+from tests.test_flow_datasets import make_chairs, make_sintel, make_things
+from tests.test_flow_datasets import make_kitti as make_kitti15
 from tests.test_seg_datasets import make_ade, make_cityscapes, make_folder
 
 SHRINK = [
@@ -76,6 +80,40 @@ def test_depth_recipe_composes_and_trains(compose, tmp_path, recipe):
     metrics = train(cfg)
     assert metrics["val/abs_rel"] >= 0.0 and 0.0 <= metrics["val/d1"] <= 1.0
     assert list((tmp_path / "run" / "checkpoints").glob("*.ckpt"))
+
+
+FLOW_SHRINK = [o for o in SHRINK if "crop" not in o] + ["data.augment.crop=[12,16]", "data.val_length=2"]
+
+
+@pytest.mark.slow
+def test_flow_staged_schedule_composes_and_trains(compose, tmp_path):
+    """chairs from scratch, then things / sintel / kitti each initialised from the previous weights."""
+    chairs = make_chairs(tmp_path / "chairs")
+    cfg = compose(["experiment=flow_chairs", f"data.root={chairs}", f"output_dir={tmp_path / 'chairs_run'}",
+                   *FLOW_SHRINK])
+    assert (cfg.data.name, cfg.head.name, cfg.optim.lr, cfg.trainer.max_steps) == ("chairs", "flow", 4e-4, 2)
+    metrics = train(cfg)
+    assert metrics["val/epe"] >= 0.0
+    stage1 = next((tmp_path / "chairs_run" / "checkpoints").glob("best-*.ckpt"))
+    things = make_things(make_things(tmp_path / "things"), part="TEST")
+    for recipe, root in [("flow_things", things), ("flow_sintel_ft", make_sintel(tmp_path / "sintel")),
+                         ("flow_kitti_ft", make_kitti15(tmp_path / "kitti"))]:
+        run = tmp_path / f"{recipe}_run"
+        cfg = compose([f"experiment={recipe}", f"data.root={root}", f"output_dir={run}", f"init_from={stage1}",
+                       *FLOW_SHRINK])
+        metrics = train(cfg)
+        assert math.isfinite(metrics["val/epe"]), recipe
+        if recipe != "flow_things":  # Sintel and KITTI mark occlusions: EPE is split into noc / occ
+            assert "val/epe_noc" in metrics and cfg.task.loss.kind == "robust"
+
+
+def test_staged_flow_recipes_need_the_previous_stage(compose, tmp_path):
+    with pytest.raises(ValueError, match="continues from experiment=flow_chairs: pass init_from="):
+        train(compose(["experiment=flow_things", f"output_dir={tmp_path}", "data.root=/nonexistent"]))
+    cfg = compose(["task=flow", f"output_dir={tmp_path}", f"init_from={tmp_path / 'none.ckpt'}", *FLOW_SHRINK,
+                   "data.augment.crop=[64,64]"])
+    with pytest.raises(FileNotFoundError, match="init_from: checkpoint not found"):
+        train(cfg)
 
 
 def test_recipes_keep_their_published_settings(compose):
