@@ -287,7 +287,7 @@ def export_onnx(
     axis is always dynamic; with ``dynamic_hw`` the spatial axes are too. The model is traced at odd spatial
     sizes (so padding to the stride is recorded as shape arithmetic, see the module docstring), then the file
     is checked at a second size against eager; if the model's shape logic could not be captured (a mismatch
-    above ``atol * max(1, max|output|)`` or a runtime error) it is re-exported at the example size with a
+    above ``10 * atol * max(1, max|output|)`` or a runtime error) it is re-exported at the example size with a
     fixed height/width and a warning says so. ``dynamo=True`` uses the torch.export-based exporter instead.
     The file carries ``densekit.*`` metadata: task, dynamic_hw, export_size, opset, exporter.
     """
@@ -321,7 +321,9 @@ def export_onnx(
                 diff = float(np.abs(got - ref).max()) if got.shape == ref.shape else None
                 if diff is None:
                     reason = f"output shape {got.shape} vs eager {ref.shape}"
-                elif not diff <= _tolerance(ref, atol):
+                elif not diff <= _tolerance(ref, 10 * atol):
+                    # 10x the parity bound: frozen shape logic shows as errors of 1e-2 and more, while float
+                    # reordering in deep 3D nets reaches ~1e-4 (revmb3d + revunet3d: 9e-5 on outputs ~1)
                     reason = f"max abs diff {diff:.3g} vs eager"
             except Exception as err:  # noqa: BLE001 - any failure at a probe size means: not dynamic
                 reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"

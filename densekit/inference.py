@@ -231,8 +231,14 @@ class Predictor:
         self.resize = data.get("resize")
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> "Predictor":
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", fuse: bool = True) -> "Predictor":
+        """``fuse``: merge MobileOne/RepMixer training branches into single convolutions (timm's
+        reparameterisation; same outputs to ~1e-5, and e.g. 1.7x faster eager inference for mci0)."""
         model, config = load_checkpoint_model(path, device)
+        if fuse:
+            from .export import reparameterize
+
+            model = reparameterize(model)
         return cls(model, config, device, source=str(path))
 
     def _check_task(self, task: str | None) -> None:

@@ -6,6 +6,7 @@
     python scripts/benchmark.py scan [bench_scan.py options]   (selective scan vs mambapy vs recurrence)
     python scripts/benchmark.py flow [--height 384 --width 512] [--repeats 5] [--threads 1] [--backbones flow_pyramid mci0]
         (CompactFlowNet vs torchvision RAFT-small: params, MACs, CPU latency and ratio)
+    python scripts/benchmark.py models [--size 512] [--backbones ...] [--heads ...] [--tasks seg depth] [--out x.csv]
     python scripts/benchmark.py memory3d [--sizes 64 96 128] [--budget-gb 2] [--device cpu|cuda]
         (reversible vs stored revmb3d+revunet3d: peak training memory, largest cube in a budget)
 
@@ -422,6 +423,12 @@ def main():
         return
     if sys.argv[1:2] == ["memory3d"]:  # its own options: see bench_memory3d
         bench_memory3d(sys.argv[2:])
+        return
+    if sys.argv[1:2] == ["models"]:  # its own options: see scripts/bench_models.py
+        sys.path.insert(0, str(Path(__file__).parent))
+        from bench_models import main as bench_models
+
+        bench_models(sys.argv[2:])
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["data", "heads", "backbones"])
