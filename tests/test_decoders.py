@@ -75,7 +75,7 @@ def test_pyramid_adapter_pools_repeated_strides():
 
 
 def test_unknown_head_lists_options():
-    with pytest.raises(ValueError, match=r"unknown head 'psp'; available: \['deeplabv3plus', 'ffnet', 'fpn', 'lightm', 'lraspp', 'unet'\]"):
+    with pytest.raises(ValueError, match=r"unknown head 'psp'; available: \['deeplabv3plus', 'ffnet', 'fpn', 'lightm', 'lraspp', 'revunet3d', 'unet'\]"):
         create_head("psp", [8, 8, 8, 8], [4, 8, 16, 32], 2)
 
 

@@ -3,6 +3,7 @@ stored network's, no stored activations, config composition and input errors. fl
 asserted; tiny volumes."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -291,4 +292,6 @@ def test_memory3d_benchmark_step_runs_both_modes_alike():
     ref = bench.memory3d_step({**cfg, "reversible": False})
     assert abs(rev["loss"] - ref["loss"]) <= 1e-6 * ref["loss"] and ref["loss"] > 0
     assert abs(rev["grad_norm"] - ref["grad_norm"]) <= 1e-4 * ref["grad_norm"]
-    assert rev["peak_mib"] >= 0 and ref["peak_mib"] >= 0
+    # in-process at 16^3 the peak delta is within allocator noise (it can read -0.06 MiB): the benchmark
+    # measures it in a fresh subprocess per configuration; here only that a number comes back
+    assert math.isfinite(rev["peak_mib"]) and math.isfinite(ref["peak_mib"])
