@@ -2,7 +2,6 @@
 stored network's, no stored activations, config composition and input errors. float64 where exactness is
 asserted; tiny volumes."""
 
-import copy
 import math
 
 import pytest

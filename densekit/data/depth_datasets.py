@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 from ..io.depth import DEPTH_SUFFIXES, read_depth
 from .datasets import to_tensors
 from .schema import check_sample
-from .seg_base import BadSampleError, BadSampleWarning, missing
+from .seg_base import BadSampleError, load_or_skip, missing
 from .transforms import apply_augment, build_augment, check_resize
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -246,33 +246,9 @@ class DepthDataset(Dataset):
         return self.crop_native({"image": rgb, "depth": depth, "valid": valid}, depth_name)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        if not 0 <= index < self.length:
-            raise IndexError(f"index {index} out of range for {self.length} samples")
-        n = len(self.files)
-        for step in range(n):
-            i = (index + step) % n  # the deterministic substitute of a bad sample is the next good one
-            if i in self.skipped:
-                continue
-            try:
-                sample = self.load(i)
-            except BadSampleError as exc:
-                if not self.skip_bad:
-                    raise
-                self.skipped[i] = str(exc)
-                warnings.warn(
-                    f"{type(self).__name__} {self.split}: skipping bad sample ({exc}); "
-                    f"{len(self.skipped)} of {n} skipped so far (skip_bad=True)",
-                    BadSampleWarning,
-                    stacklevel=2,
-                )
-                continue
-            sample = apply_augment(self.augment, sample)
-            return check_sample(to_tensors(sample), required=("image", "depth", "valid"))
-        raise ValueError(
-            f"{type(self).__name__} {self.split}: all {n} samples under {self.root.resolve()} are bad; "
-            "first: "
-            f"{next(iter(self.skipped.values()))}"
-        )
+        sample = load_or_skip(self, index, len(self.files))
+        sample = apply_augment(self.augment, sample)
+        return check_sample(to_tensors(sample), required=("image", "depth", "valid"))
 
 
 class FilePairDepth(DepthDataset):

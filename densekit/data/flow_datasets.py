@@ -27,7 +27,6 @@ readable frames of one size, a flow file of that size (truncated ``.flo``, a KIT
 from __future__ import annotations
 
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +39,7 @@ from ..io.flow import FLOW_SUFFIXES, read_flow
 from .datasets import to_tensors
 from .flow_transforms import apply_flow_augment, build_flow_augment
 from .schema import check_sample
-from .seg_base import BadSampleError, BadSampleWarning, list_files, missing
+from .seg_base import BadSampleError, list_files, load_or_skip, missing
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -192,36 +191,12 @@ class FlowDataset(Dataset):
         return sample
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        if not 0 <= index < self.length:
-            raise IndexError(f"index {index} out of range for {self.length} samples")
-        n = len(self.files)
-        for step in range(n):
-            i = (index + step) % n  # the deterministic substitute of a bad sample is the next good one
-            if i in self.skipped:
-                continue
-            try:
-                sample = self.load(i)
-            except BadSampleError as exc:
-                if not self.skip_bad:
-                    raise
-                self.skipped[i] = str(exc)
-                warnings.warn(
-                    f"{type(self).__name__} {self.split}: skipping bad sample ({exc}); "
-                    f"{len(self.skipped)} of {n} skipped so far (skip_bad=True)",
-                    BadSampleWarning,
-                    stacklevel=2,
-                )
-                continue
-            sample = apply_flow_augment(self.augment, sample)
-            out = to_tensors(sample)
-            if "noc" in sample:
-                out["noc"] = torch.from_numpy(np.ascontiguousarray(sample["noc"])).bool()
-            return check_sample(out, required=("image", "image2", "flow", "valid"))
-        raise ValueError(
-            f"{type(self).__name__} {self.split}: all {n} samples under {self.root.resolve()} are bad; "
-            "first: "
-            f"{next(iter(self.skipped.values()))}"
-        )
+        sample = load_or_skip(self, index, len(self.files))
+        sample = apply_flow_augment(self.augment, sample)
+        out = to_tensors(sample)
+        if "noc" in sample:
+            out["noc"] = torch.from_numpy(np.ascontiguousarray(sample["noc"])).bool()
+        return check_sample(out, required=("image", "image2", "flow", "valid"))
 
 
 def _pass_arg(kwargs: dict) -> str:

@@ -19,7 +19,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .datasets import to_tensors
-from .schema import IGNORE_INDEX, check_sample
+from .schema import check_sample
 from .transforms import apply_augment, build_augment, check_resize
 
 README = "datasets/README.md"
@@ -64,6 +64,35 @@ def pair_by_key(images: dict[str, Path], masks: dict[str, Path], image_dir: Path
         more = f"\n  ... and {n - len(lines)} more" if n > len(lines) else ""
         raise ValueError(f"{n} unpaired file(s):\n  " + "\n  ".join(lines) + more)
     return [(images[k], masks[k]) for k in sorted(images)]
+
+
+def load_or_skip(dataset, index: int, n: int, what: str = "sample") -> dict:
+    """``dataset.load(i)`` of the first good item at or after ``index`` (mod ``n``): the shared bad-sample
+    policy of every reader. A ``BadSampleError`` propagates, or with ``dataset.skip_bad`` the item is
+    recorded in ``dataset.skipped``, warned about with the running count, and the next item is tried, so a
+    bad item always has the same deterministic substitute and epochs stay reproducible."""
+    if not 0 <= index < dataset.length:
+        raise IndexError(f"index {index} out of range for {dataset.length} samples")
+    for step in range(n):
+        i = (index + step) % n
+        if i in dataset.skipped:
+            continue
+        try:
+            return dataset.load(i)
+        except BadSampleError as exc:
+            if not dataset.skip_bad:
+                raise
+            dataset.skipped[i] = str(exc)
+            warnings.warn(
+                f"{type(dataset).__name__} {dataset.split}: skipping bad {what} ({exc}); "
+                f"{len(dataset.skipped)} of {n} skipped so far (skip_bad=True)",
+                BadSampleWarning,
+                stacklevel=3,
+            )
+    raise ValueError(
+        f"{type(dataset).__name__} {dataset.split}: all {n} {what}s under {dataset.root.resolve()} are bad; "
+        f"first: {next(iter(dataset.skipped.values()))}"
+    )
 
 
 class SegDataset(Dataset):
@@ -184,29 +213,6 @@ class SegDataset(Dataset):
         return {"image": rgb, "mask": self.encode(mask, mask_path), "valid": np.ones(mask.shape, bool)}
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        if not 0 <= index < self.length:
-            raise IndexError(f"index {index} out of range for {self.length} samples")
-        n = len(self.files)
-        for step in range(n):
-            i = (index + step) % n  # the deterministic substitute of a bad sample is the next good one
-            if i in self.skipped:
-                continue
-            try:
-                sample = self.load(i)
-            except BadSampleError as exc:
-                if not self.skip_bad:
-                    raise
-                self.skipped[i] = str(exc)
-                warnings.warn(
-                    f"{type(self).__name__} {self.split}: skipping bad sample ({exc}); "
-                    f"{len(self.skipped)} of {n} skipped so far (skip_bad=True)",
-                    BadSampleWarning,
-                    stacklevel=2,
-                )
-                continue
-            sample = apply_augment(self.augment, sample)
-            return check_sample(to_tensors(sample), required=("image", "mask", "valid"))
-        raise ValueError(
-            f"{type(self).__name__} {self.split}: all {n} samples under {self.root.resolve()} are bad; first: "
-            f"{next(iter(self.skipped.values()))}"
-        )
+        sample = load_or_skip(self, index, len(self.files))
+        sample = apply_augment(self.augment, sample)
+        return check_sample(to_tensors(sample), required=("image", "mask", "valid"))

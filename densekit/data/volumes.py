@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import json
 import re
-import warnings
 import zlib
 from pathlib import Path
 
@@ -55,7 +54,7 @@ from torch.utils.data import Dataset
 from densekit.io.nifti import read_nifti
 
 from .schema import IGNORE_INDEX, check_volume_sample
-from .seg_base import BadSampleError, BadSampleWarning, missing
+from .seg_base import BadSampleError, load_or_skip, missing
 from .synthetic import VOLUME_CLASS_NAMES, generate_volume  # (background, necrotic_core, edema, enhancing)
 
 # raw label value -> train id, per convention (module docstring)
@@ -504,31 +503,8 @@ class VolumeFiles(_VolumeSampling, Dataset):
         return {"image": zscore(image, brain), "mask": mask, "valid": valid, "brain": brain}
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        if not 0 <= index < self.length:
-            raise IndexError(f"index {index} out of range for {self.length} samples")
-        n = len(self.cases)
-        for step in range(n):
-            i = (index + step) % n  # the deterministic substitute of a bad case is the next good one
-            if i in self.skipped:
-                continue
-            try:
-                sample = self.load(i)
-            except BadSampleError as exc:
-                if not self.skip_bad:
-                    raise
-                self.skipped[i] = str(exc)
-                warnings.warn(
-                    f"{type(self).__name__} {self.split}: skipping bad case ({exc}); "
-                    f"{len(self.skipped)} of {n} skipped so far (skip_bad=True)",
-                    BadSampleWarning,
-                    stacklevel=2,
-                )
-                continue
-            return self._finish(sample)
-        raise ValueError(
-            f"{type(self).__name__} {self.split}: all {n} cases under {self.root.resolve()} are bad; first: "
-            f"{next(iter(self.skipped.values()))}"
-        )
+        sample = load_or_skip(self, index, len(self.cases), "case")
+        return self._finish(sample)
 
 
 class BraTSVolumes(VolumeFiles):

@@ -9,4 +9,16 @@ from .flow import read_flo, read_flow, read_kitti_png, read_pfm, write_flo, writ
 from .nifti import read_nifti, write_nifti
 from .depth import read_depth, write_depth_png
 
-__all__ = [name for name in dir() if not name.startswith("_")]
+__all__ = [
+    "read_depth",
+    "read_flo",
+    "read_flow",
+    "read_kitti_png",
+    "read_nifti",
+    "read_pfm",
+    "write_depth_png",
+    "write_flo",
+    "write_flow",
+    "write_nifti",
+    "write_pfm",
+]

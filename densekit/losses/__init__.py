@@ -7,4 +7,14 @@ from .flow import epe, multiscale_flow_loss
 from .volume import soft_dice_loss, volume_loss
 from .depth import depth_loss, gradient_loss, silog_loss
 
-__all__ = [name for name in dir() if not name.startswith("_")]
+__all__ = [
+    "IGNORE_INDEX",
+    "depth_loss",
+    "epe",
+    "gradient_loss",
+    "multiscale_flow_loss",
+    "seg_loss",
+    "silog_loss",
+    "soft_dice_loss",
+    "volume_loss",
+]

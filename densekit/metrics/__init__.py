@@ -8,4 +8,19 @@ from .flow import FlowMetrics, flow_metrics, flow_sums
 from .volume import BRATS_REGIONS, VolumeMetrics, volume_metrics
 from .depth import EVAL_CROPS, DepthMetrics, depth_metrics
 
-__all__ = [name for name in dir() if not name.startswith("_")]
+__all__ = [
+    "BRATS_REGIONS",
+    "DepthMetrics",
+    "EVAL_CROPS",
+    "FlowMetrics",
+    "IGNORE_INDEX",
+    "SegMetrics",
+    "VolumeMetrics",
+    "confusion_matrix",
+    "depth_metrics",
+    "flow_metrics",
+    "flow_sums",
+    "scores_from_confusion",
+    "seg_metrics",
+    "volume_metrics",
+]

@@ -24,7 +24,7 @@ BACKBONES["flow_pyramid"] = FlowPyramid  # registered here, not in backbones.py,
 BACKBONES["revmb3d"], HEADS["revunet3d"] = RevMB3dEncoder, RevUNet3dHead  # reversible MBConv 3D U-Net
 
 __all__ = [
-    "BACKBONES", "HEADS", "PRESETS", "Backbone", "DenseModel", "LRASPPHead", "LightMDecoder", "LightMEncoder",
-    "LightMUNet", "MobileNetV3Backbone", "MobileSAMEncoder", "TimmBackbone", "create_backbone", "create_head",
-    "create_model", "load_trunk_weights", "pad_to_multiple", "read_state_dict",
+    "BACKBONES", "HEADS", "PRESETS", "Backbone", "CompactFlowNet", "DenseModel", "FlowPyramid", "LRASPPHead", "LightMDecoder", "LightMEncoder",
+    "LightMUNet", "MobileNetV3Backbone", "MobileSAMEncoder", "RevMB3dEncoder", "RevUNet3dHead", "TimmBackbone", "create_backbone", "create_head",
+    "create_flow_model", "create_model", "load_trunk_weights", "pad_to_multiple", "read_state_dict",
 ]
