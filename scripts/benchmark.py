@@ -7,6 +7,8 @@
     python scripts/benchmark.py flow [--height 384 --width 512] [--repeats 5] [--threads 1] [--backbones flow_pyramid mci0]
         (CompactFlowNet vs torchvision RAFT-small: params, MACs, CPU latency and ratio)
     python scripts/benchmark.py models [--size 512] [--backbones ...] [--heads ...] [--tasks seg depth] [--out x.csv]
+    python scripts/benchmark.py train [--backbone mobilenetv3_large --head lraspp --size 128 --batch 8 --steps 30]
+        (our Lightning training loop vs a bare PyTorch loop: images/s, overhead %, data-wait fraction)
     python scripts/benchmark.py memory3d [--sizes 64 96 128] [--budget-gb 2] [--device cpu|cuda]
         (reversible vs stored revmb3d+revunet3d: peak training memory, largest cube in a budget)
 
@@ -411,6 +413,149 @@ def bench_flow(argv: list[str]) -> list[dict]:
     return rows
 
 
+# ---- train: our Lightning training loop vs a bare PyTorch loop over the same model and data (issue 8) ----
+
+
+def bench_train(argv: list[str]) -> dict:
+    """Images/s of the real training loop (the Hydra-composed config, densekit.train's builders, a
+    pl.Trainer with logger=False, no checkpointing, no validation, progress bar off) vs a bare PyTorch loop
+    over the same model, data loader, batch, optimiser, LR schedule and gradient clipping. The two run in
+    alternating rounds (warm-up steps of each round discarded) so machine noise hits both alike; a step is
+    the time from the end of one step to the end of the next (data fetch included). Data wait = the part
+    spent getting the next batch (bare: in next(iterator); Lightning: between on_train_batch_end and the next
+    on_train_batch_start, which also holds Lightning's between-step hooks)."""
+    import pytorch_lightning as pl
+    from hydra import compose, initialize_config_dir
+
+    from densekit.tasks.base import make_schedule
+    from densekit.train import build_datamodule, build_task, check_data
+
+    p = argparse.ArgumentParser(prog="benchmark.py train", description=bench_train.__doc__)
+    p.add_argument("--task", default="seg")
+    p.add_argument("--backbone", default="mobilenetv3_large")
+    p.add_argument("--head", default="lraspp")
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--steps", type=int, default=30, help="timed steps per loop (over all rounds)")
+    p.add_argument("--rounds", type=int, default=3, help="alternations Lightning / bare")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps at the start of every round")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    p.add_argument("--workers", type=int, default=None, help="data.num_workers (default: the data config's)")
+    p.add_argument("overrides", nargs="*", help="more Hydra overrides, e.g. trainer.precision=bf16-mixed")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    per_round = max(1, -(-args.steps // args.rounds))  # ceil
+    n_round = args.warmup + per_round
+    overrides = [
+        f"task={args.task}", f"backbone={args.backbone}", f"head={args.head}", "backbone.pretrained=false",
+        f"data.size=[{args.size},{args.size}]", f"data.batch_size={args.batch}",
+        f"data.train_length={(n_round + 1) * args.batch}",  # one epoch covers a round
+        *([f"data.num_workers={args.workers}"] if args.workers is not None else []), *args.overrides,
+    ]
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg)
+    names = check_data(cfg, datamodule)
+    module = build_task(cfg, names).train()
+    trainer_cfg = cfg.trainer
+    clip = trainer_cfg.get("gradient_clip_val")
+
+    class StepTimer(pl.Callback):
+        def __init__(self):
+            self.starts, self.ends = [], []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.starts.append(time.perf_counter())
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.ends.append(time.perf_counter())
+
+    def lightning_round() -> tuple[list[float], list[float]]:
+        timer = StepTimer()
+        trainer = pl.Trainer(
+            accelerator=trainer_cfg.accelerator, devices=1, precision=trainer_cfg.precision,
+            max_steps=n_round, max_epochs=1, logger=False, enable_checkpointing=False, limit_val_batches=0,
+            num_sanity_val_steps=0, enable_progress_bar=False, enable_model_summary=False,
+            gradient_clip_val=clip, use_distributed_sampler=False, callbacks=[timer],
+        )
+        trainer.fit(module, datamodule=datamodule)
+        ends, starts = timer.ends, timer.starts
+        keep = range(max(1, args.warmup), len(ends))  # step i: from the end of step i-1 to the end of step i
+        return [ends[i] - ends[i - 1] for i in keep], [starts[i] - ends[i - 1] for i in keep]
+
+    optim = dict(cfg.optim)
+
+    def bare_round() -> tuple[list[float], list[float]]:
+        params = [q for q in module.parameters() if q.requires_grad]
+        opt = torch.optim.AdamW(params, lr=optim.get("lr", 1e-3), weight_decay=optim.get("weight_decay", 0.01),
+                                betas=tuple(optim.get("betas", (0.9, 0.999))))
+        schedule = optim.get("scheduler", "cosine")
+        sched = None
+        if schedule not in (None, "none"):
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, make_schedule(
+                schedule, n_round, optim.get("warmup_steps", 0), optim.get("min_lr_ratio", 0.0),
+                optim.get("power", 0.9)))
+        autocast = "bf16" in str(trainer_cfg.precision) and "mixed" in str(trainer_cfg.precision)
+        steps, waits = [], []
+        it = iter(datamodule.train_dataloader())
+        prev = time.perf_counter()
+        for i in range(n_round):
+            t0 = time.perf_counter()
+            batch = next(it)
+            t1 = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                loss = module.compute_loss(module.forward_batch(batch), batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(params, clip)
+            opt.step()
+            if sched is not None:
+                sched.step()
+            end = time.perf_counter()
+            if i >= max(1, args.warmup):
+                steps.append(end - prev)
+                waits.append(t1 - t0)
+            prev = end
+        return steps, waits
+
+    import logging
+    import warnings
+
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # no per-round Trainer banners
+    times = {"lightning": ([], []), "bare": ([], [])}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
+        for r in range(args.rounds):
+            order = ("lightning", "bare") if r % 2 == 0 else ("bare", "lightning")
+            for name in order:
+                s, w = lightning_round() if name == "lightning" else bare_round()
+                times[name][0].extend(s)
+                times[name][1].extend(w)
+    rows = {}
+    for name, (steps, waits) in times.items():
+        step = statistics.median(steps)
+        rows[name] = {"step_ms": step * 1000, "images_per_s": args.batch / step,
+                      "data_wait_ms": statistics.median(waits) * 1000,
+                      "data_wait_frac": sum(waits) / sum(steps), "n": len(steps)}
+    overhead = rows["lightning"]["step_ms"] / rows["bare"]["step_ms"] - 1
+    print(f"\ntraining throughput: task={args.task} {args.backbone}+{args.head} at {args.size}x{args.size}, batch "
+          f"{args.batch}, precision={trainer_cfg.precision}, data.num_workers={cfg.data.num_workers}, "
+          f"{args.threads} thread(s); {args.rounds} alternating rounds, medians of "
+          f"{rows['bare']['n']} steps per loop after {args.warmup} warm-up steps per round")
+    print("| loop | step (ms) | images/s | data wait (ms) | data wait (% of step time) |")
+    print("|---|---|---|---|---|")
+    labels = {"lightning": "densekit (Lightning Trainer)", "bare": "bare PyTorch loop"}
+    for name, row in rows.items():
+        print(f"| {labels[name]} | {row['step_ms']:.1f} | {row['images_per_s']:.2f} | {row['data_wait_ms']:.1f} "
+              f"| {100 * row['data_wait_frac']:.1f} |")
+    print(f"Lightning overhead: {100 * overhead:+.1f} % of the bare loop's step time (goal <= 3 %)")
+    return {"rows": rows, "overhead": overhead}
+
+
 def main():
     if sys.argv[1:2] == ["scan"]:  # its own options: see scripts/bench_scan.py
         import runpy
@@ -420,6 +565,9 @@ def main():
         return
     if sys.argv[1:2] == ["flow"]:  # its own options: see bench_flow
         bench_flow(sys.argv[2:])
+        return
+    if sys.argv[1:2] == ["train"]:  # its own options: see bench_train
+        bench_train(sys.argv[2:])
         return
     if sys.argv[1:2] == ["memory3d"]:  # its own options: see bench_memory3d
         bench_memory3d(sys.argv[2:])

@@ -5,7 +5,8 @@
         [save_dir=<dir>] [batch_size=1] [limit=N] [device=cpu]
     depth only: [eval_crop=eigen_nyu|garg|eigen_kitti|none] [min_depth=1e-3] [max_depth=10]
         [median_scaling=true] [baseline=train_mean]
-    flow only: [baseline=zero]   (data=motorcycle: a real stereo pair with ground truth, no download)
+    flow only: [baseline=zero]   (data=motorcycle: a real stereo pair with ground truth, no download);
+        scales=[0.25] runs the pair resized (flow scaled back): the scale a model was trained at
 
 ``data`` defaults to the checkpoint's own data config; ``data=<name>`` composes conf/data/<name>.yaml
 (further ``data.*`` overrides apply). volume: whole volumes by sliding window (``crop=[D,H,W]``, default the
@@ -22,6 +23,7 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -238,6 +240,29 @@ def evaluate_volume(model, config: dict, opts: dict, data_overrides: list[str]) 
     return results
 
 
+@torch.no_grad()
+def flow_at_scales(model, a: torch.Tensor, b: torch.Tensor, scales: tuple[float, ...], flip: bool) -> torch.Tensor:
+    """Flow at the input size, averaged over input scales (both frames resized by s, the flow resized back
+    and its vectors divided by s: a model trained on small frames sees motions in its trained range) and,
+    with ``flip``, over the mirrored pair (u negated)."""
+    h, w = a.shape[-2:]
+    total = None
+    for s in scales:
+        size = (max(8, round(h * s)), max(8, round(w * s)))
+        ra = a if size == (h, w) else F.interpolate(a, size=size, mode="area")
+        rb = b if size == (h, w) else F.interpolate(b, size=size, mode="area")
+        flow = model(ra, rb)  # (B, 2, h', w') in pixels of the resized frames
+        if flip:
+            back = model(ra.flip(-1), rb.flip(-1)).flip(-1)
+            back[:, 0] = -back[:, 0]  # mirrored x: u changes sign
+            flow = (flow + back) / 2
+        if size != (h, w):
+            flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)
+            flow = flow * torch.tensor([w / size[1], h / size[0]], device=flow.device).view(1, 2, 1, 1)
+        total = flow if total is None else total + flow
+    return total / len(scales)
+
+
 def evaluate_flow(model, config: dict, opts: dict, data_overrides: list[str]) -> dict[str, float]:
     """EPE, 1/3/5 px accuracy and Fl-all over valid pixels (also noc/occ where the data marks occlusion);
     ``flip=true`` averages with the mirrored pair (u negated); ``baseline=zero`` scores zero motion too."""
@@ -259,13 +284,7 @@ def evaluate_flow(model, config: dict, opts: dict, data_overrides: list[str]) ->
     seen = 0
     for batch in loader:
         a, b = batch["image"].to(opts["device"]), batch["image2"].to(opts["device"])
-        with torch.no_grad():
-            flow = model(a, b)
-            if opts["flip"]:
-                back = model(a.flip(-1), b.flip(-1)).flip(-1)
-                back[:, 0] = -back[:, 0]  # mirrored x: u changes sign
-                flow = (flow + back) / 2
-        flow = flow.float().cpu()
+        flow = flow_at_scales(model, a, b, tuple(opts["scales"]), bool(opts["flip"])).float().cpu()
         noc = batch.get("noc") if with_noc else None
         metric.update(flow, batch["flow"], batch.get("valid"), noc)
         if base is not None:
@@ -278,7 +297,7 @@ def evaluate_flow(model, config: dict, opts: dict, data_overrides: list[str]) ->
         if opts["limit"] and seen >= int(opts["limit"]):
             break
     results = {f"{opts['split']}/{k}": v for k, v in metric.compute().items()}
-    print(f"{seen} pairs from data={data['name']} split={opts['split']} (flip={opts['flip']})")
+    print(f"{seen} pairs from data={data['name']} split={opts['split']} (flip={opts['flip']}, scales={opts['scales']})")
     print(format_metrics(results))
     if base is not None:
         zero = {f"baseline/{k}": v for k, v in base.compute().items()}

@@ -58,6 +58,8 @@ def test_flow_training_run_evaluate_and_predict(flow_run):
     assert results["baseline/epe"] > 0
     real = evaluate_main([f"ckpt={ckpt}", "data=motorcycle", "baseline=zero"])
     assert real["baseline/epe"] == pytest.approx(34.34, abs=0.01)  # mean |disparity| over valid pixels
+    small = evaluate_main([f"ckpt={ckpt}", "data=motorcycle", "scales=[0.25]", "flip=true"])
+    assert math.isfinite(small["val/epe"]) and small["val/epe"] != pytest.approx(real["val/epe"])
     predictor = densekit.Predictor.from_checkpoint(ckpt)
     s = SyntheticScenes("val", length=1, size=(40, 52), targets=("flow",))[0]
     flow = predictor.predict(s["image"], s["image2"])
