@@ -13,10 +13,15 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary, TQDMProgressBar
 
+from .checkpointing import (
+    AtomicCheckpointIO, FiniteWeights, LastCheckpoint, RNGState, TrainingInterrupted, check_resume_checkpoint,
+    remove_stale_temp_files, resolve_ckpt_path,
+)
 from .data import DenseDataModule, build_dataset
 from .inference import model_from_config
+from .runinfo import config_tree, run_name, write_git_info
 from .tasks import TASK_MODULES
 
 log = logging.getLogger(__name__)
@@ -86,7 +91,7 @@ def build_datamodule(cfg: DictConfig) -> DenseDataModule:
         length = {} if lengths.get(split) is None else {"length": lengths[split]}
         return build_dataset(name, split, targets=tuple(cfg.task.targets), **length, **data)
 
-    return DenseDataModule(make, **loader)
+    return DenseDataModule(make, seed=cfg.seed, **loader)
 
 
 def check_data(cfg: DictConfig, datamodule: DenseDataModule) -> list[str] | None:
@@ -169,22 +174,70 @@ def init_weights(module: pl.LightningModule, path: str | Path) -> None:
     log.info("initialised the model from %s", path)
 
 
+def check_trainer(kwargs: dict) -> dict:
+    """Check the ``trainer`` config before anything is built: GPU strategies need the GPUs they ask for."""
+    kwargs = dict(kwargs)
+    if kwargs.pop("use_distributed_sampler", False):
+        raise ValueError(
+            "trainer.use_distributed_sampler must stay false: densekit's datamodule shards the data itself "
+            "(Lightning's DistributedSampler pads validation with repeated samples and breaks exact resume)"
+        )
+    if str(kwargs.get("accelerator", "auto")) in ("gpu", "cuda"):
+        import torch
+
+        have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        devices = kwargs.get("devices", "auto")
+        if isinstance(devices, (list, tuple)):
+            wanted = max(devices) + 1 if devices else 1
+        elif devices in (-1, "-1", "auto"):
+            wanted = 1
+        else:
+            wanted = int(devices)
+        if have < wanted:
+            strategy = kwargs.get("strategy", "auto")
+            raise RuntimeError(
+                f"trainer.accelerator={kwargs['accelerator']} (strategy={strategy}, devices={devices}) needs "
+                f"{wanted} CUDA GPU(s), but {have} {'is' if have == 1 else 'are'} visible "
+                f"(torch.cuda.is_available()={torch.cuda.is_available()}); on CPU use trainer=ddp_cpu or "
+                f"trainer=default"
+            )
+    if isinstance(kwargs.get("strategy"), dict):  # a configured strategy object, e.g. conf/trainer/fsdp.yaml
+        from hydra.utils import instantiate
+
+        kwargs["strategy"] = instantiate(kwargs["strategy"])
+    return kwargs
+
+
 def build_logger(cfg: DictConfig, run_dir: Path):
     kind = cfg.logger.name
     if kind in (None, "none"):
         return False
+    name = run_name(cfg.task.name, cfg.backbone.name, cfg.head.name, cfg.logger.get("run_name"))
     if kind == "csv":
         return pl.loggers.CSVLogger(save_dir=str(run_dir), name="csv", version="")
+    if kind == "tensorboard":
+        # <run_dir>/tensorboard/<run name>/events.out.tfevents.*: `tensorboard --logdir outputs` names runs
+        return pl.loggers.TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=name,
+                                            default_hp_metric=False)
     if kind == "wandb":
         mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
         return pl.loggers.WandbLogger(
             project=cfg.logger.get("project", "densekit"),
-            name=cfg.logger.get("run_name") or f"{cfg.task.name}-{cfg.backbone.name}-{cfg.head.name}",
+            name=name,
             save_dir=str(run_dir),  # otherwise wandb writes ./wandb into the working directory
             offline=mode == "offline",
             config=_plain(cfg),
         )
-    raise ValueError(f"unknown logger {kind!r}; expected csv, wandb or none")
+    raise ValueError(f"unknown logger {kind!r}; expected csv, tensorboard, wandb or none")
+
+
+def record_run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Print the resolved config as a tree and write ``<run_dir>/git.txt``; returns the git facts."""
+    git = write_git_info(run_dir)
+    if pl.utilities.rank_zero_only.rank == 0:  # once, not per DDP process
+        dirty = {True: " (dirty)", False: "", None: ""}[git["dirty"]]
+        print(config_tree(_plain(cfg), title=f"config  [git {git['commit'][:12]}{dirty}]"), flush=True)
+    return git
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
@@ -209,7 +262,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
         path = cfg.get(key)
         if path and path != "last" and not Path(path).is_file():
             raise FileNotFoundError(f"{key}: checkpoint not found: {path}")
+    trainer_kwargs = check_trainer(_plain(cfg.trainer))
     run_dir = output_dir(cfg)
+    git = record_run(cfg, run_dir)
+    resume = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)  # "last": <run_dir>/checkpoints/last.ckpt
+    if resume is not None:
+        check_resume_checkpoint(resume, _plain(cfg))
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     names = check_data(cfg, datamodule)
@@ -230,22 +288,41 @@ def train(cfg: DictConfig) -> dict[str, float]:
         monitor=module.monitor,
         mode=module.monitor_mode,
         save_top_k=1,
-        save_last=True,
+        save_last=False,  # last.ckpt belongs to LastCheckpoint (every epoch end, every n steps, Ctrl-C)
     )
     logger = build_logger(cfg, run_dir)
-    callbacks = [checkpoint]
+    every = int((cfg.get("checkpoint") or {}).get("every_n_train_steps") or 0)
+    last = LastCheckpoint(ckpt_dir / "last.ckpt", every_n_train_steps=every)
+    callbacks = [checkpoint, last, RNGState(), FiniteWeights()]
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
-    trainer_kwargs = _plain(cfg.trainer)
+        logger.log_hyperparams({"git": git})  # beside the module's hparams (the resolved config)
+    if trainer_kwargs.get("enable_model_summary", True):
+        callbacks.append(ModelSummary(max_depth=2))  # params per part: model.backbone, model.head, ...
     if trainer_kwargs.get("enable_progress_bar", True):
         # tqdm, not rich (picked when rich is installed): it also shows progress in logs and CI output
         callbacks.append(TQDMProgressBar())
-    trainer = pl.Trainer(default_root_dir=str(run_dir), logger=logger, callbacks=callbacks, **trainer_kwargs)
+    if ckpt_dir.is_dir():
+        remove_stale_temp_files(ckpt_dir)  # left by a run killed while saving
+    trainer = pl.Trainer(
+        default_root_dir=str(run_dir), logger=logger, callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],  # a kill during a save never leaves a truncated last.ckpt
+        # the datamodule shards itself (resumable train order, unpadded validation shards): Lightning's
+        # DistributedSampler would pad the validation split with repeated samples
+        use_distributed_sampler=False,
+        **trainer_kwargs,
+    )
     with warnings.catch_warnings():
         # The synthetic data is generated in the main process on purpose (it is cheaper than a worker).
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        best = checkpoint.best_model_path or checkpoint.last_model_path
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+        except TrainingInterrupted as stop:
+            print(f"\nInterrupted at step {stop.step}; last checkpoint: {stop.path}\n"
+                  f"Resume with: ckpt_path={stop.path}", flush=True)
+            # re-raised as Ctrl-C so that callers (a Hydra sweep) stop too, not go on to the next job
+            raise KeyboardInterrupt from stop
+        best = checkpoint.best_model_path or (str(last.path) if last.path.is_file() else "")
         results = trainer.validate(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items() if not math.isnan(float(v))}
     print("\nFinal validation metrics (best checkpoint):")

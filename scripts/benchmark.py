@@ -7,7 +7,8 @@
     python scripts/benchmark.py flow [--height 384 --width 512] [--repeats 5] [--threads 1] [--backbones flow_pyramid mci0]
         (CompactFlowNet vs torchvision RAFT-small: params, MACs, CPU latency and ratio)
     python scripts/benchmark.py models [--size 512] [--backbones ...] [--heads ...] [--tasks seg depth] [--out x.csv]
-    python scripts/benchmark.py train [--backbone mobilenetv3_large --head lraspp --size 128 --batch 8 --steps 30]
+    python scripts/benchmark.py train [--backbone mobilenetv3_large] [--head lraspp] [--size 128] [--batch 8]
+        [--steps 30] [--rounds 3] [--threads 1] [--workers N] [hydra overrides ...]
         (our Lightning training loop vs a bare PyTorch loop: images/s, overhead %, data-wait fraction)
     python scripts/benchmark.py memory3d [--sizes 64 96 128] [--budget-gb 2] [--device cpu|cuda]
         (reversible vs stored revmb3d+revunet3d: peak training memory, largest cube in a budget)
@@ -486,11 +487,17 @@ def bench_train(argv: list[str]) -> dict:
         return [ends[i] - ends[i - 1] for i in keep], [starts[i] - ends[i - 1] for i in keep]
 
     optim = dict(cfg.optim)
+    if optim.get("name", "adamw") != "adamw":
+        raise SystemExit(
+            f"benchmark.py train: the bare loop mirrors optim=adamw only, got optim.name={optim['name']}"
+        )
 
     def bare_round() -> tuple[list[float], list[float]]:
         params = [q for q in module.parameters() if q.requires_grad]
-        opt = torch.optim.AdamW(params, lr=optim.get("lr", 1e-3), weight_decay=optim.get("weight_decay", 0.01),
-                                betas=tuple(optim.get("betas", (0.9, 0.999))))
+        # the same optimiser and per-step schedule as DenseTask.configure_optimizers (adamw)
+        betas = tuple(optim.get("betas", (0.9, 0.999)))
+        opt = torch.optim.AdamW(params, lr=optim.get("lr", 1e-3), betas=betas,
+                                weight_decay=optim.get("weight_decay", 0.01))
         schedule = optim.get("scheduler", "cosine")
         sched = None
         if schedule not in (None, "none"):
@@ -542,16 +549,16 @@ def bench_train(argv: list[str]) -> dict:
                       "data_wait_ms": statistics.median(waits) * 1000,
                       "data_wait_frac": sum(waits) / sum(steps), "n": len(steps)}
     overhead = rows["lightning"]["step_ms"] / rows["bare"]["step_ms"] - 1
-    print(f"\ntraining throughput: task={args.task} {args.backbone}+{args.head} at {args.size}x{args.size}, batch "
-          f"{args.batch}, precision={trainer_cfg.precision}, data.num_workers={cfg.data.num_workers}, "
+    print(f"\ntraining throughput: task={args.task} {args.backbone}+{args.head} at {args.size}x{args.size}, "
+          f"batch {args.batch}, precision={trainer_cfg.precision}, data.num_workers={cfg.data.num_workers}, "
           f"{args.threads} thread(s); {args.rounds} alternating rounds, medians of "
           f"{rows['bare']['n']} steps per loop after {args.warmup} warm-up steps per round")
     print("| loop | step (ms) | images/s | data wait (ms) | data wait (% of step time) |")
     print("|---|---|---|---|---|")
     labels = {"lightning": "densekit (Lightning Trainer)", "bare": "bare PyTorch loop"}
     for name, row in rows.items():
-        print(f"| {labels[name]} | {row['step_ms']:.1f} | {row['images_per_s']:.2f} | {row['data_wait_ms']:.1f} "
-              f"| {100 * row['data_wait_frac']:.1f} |")
+        print(f"| {labels[name]} | {row['step_ms']:.1f} | {row['images_per_s']:.2f} | "
+              f"{row['data_wait_ms']:.1f} | {100 * row['data_wait_frac']:.1f} |")
     print(f"Lightning overhead: {100 * overhead:+.1f} % of the bare loop's step time (goal <= 3 %)")
     return {"rows": rows, "overhead": overhead}
 

@@ -38,7 +38,7 @@ def test_two_process_ddp_validation_equals_one_process_validation(compose, tmp_p
         cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert "world_size: 2" in proc.stdout + proc.stderr or "distributed_backend=gloo" in proc.stdout + proc.stderr
+    assert "distributed_backend=gloo" in proc.stdout + proc.stderr
     best = list((run / "checkpoints").glob("best-*.ckpt"))
     # 16 samples / (batch 4 x 2 processes) = 2 optimiser steps in the epoch
     assert len(best) == 1 and torch.load(best[0], map_location="cpu", weights_only=False)["global_step"] == 2
@@ -50,7 +50,8 @@ def test_two_process_ddp_validation_equals_one_process_validation(compose, tmp_p
     datamodule.setup("fit")
     module = build_task(cfg, list(datamodule.val_set.class_names))
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                         use_distributed_sampler=False, enable_model_summary=False)
+                         use_distributed_sampler=False, enable_model_summary=False,
+                         default_root_dir=str(tmp_path / "single"))  # validation pictures go there
     single = trainer.validate(module, datamodule=datamodule, ckpt_path=str(best[0]), verbose=False)[0]
     assert set(ddp_metrics) == set(single) and "val/mIoU" in single and "val/loss" in single
     for key, value in single.items():
@@ -89,7 +90,8 @@ def test_submitit_local_launcher_runs_a_job(tmp_path):
     run = tmp_path / "job"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=submitit_local", "experiment=smoke",
-         "backbone=mobilenetv3_large", "backbone.pretrained=false", "data.train_length=4", "data.val_length=2",
+         "backbone=mobilenetv3_large", "backbone.pretrained=false", "data.train_length=4",
+         "data.val_length=2",
          "trainer.enable_progress_bar=false", f"output_dir={run}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
          "hydra.launcher.timeout_min=5"],
         cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=180,

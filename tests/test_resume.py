@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from densekit.checkpointing import AtomicCheckpointIO, check_resume_checkpoint, remove_stale_temp_files
+from densekit.checkpointing import (
+    AtomicCheckpointIO, FiniteWeights, check_resume_checkpoint, remove_stale_temp_files,
+)
 from densekit.data.samplers import EpochSampler, EvenShardBatchSampler, SeededSamples
 from tests.conftest import ROOT
 
@@ -71,7 +73,7 @@ def assert_same_state(a: dict, b: dict) -> None:
     assert a["global_step"] == b["global_step"] and a["epoch"] == b["epoch"]
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for k, v in a["state_dict"].items():
-        assert torch.equal(v, b["state_dict"][k]), f"{k} differs: {(v.double() - b['state_dict'][k].double()).abs().max()}"
+        assert torch.equal(v, b["state_dict"][k]), f"{k}: {(v.double() - b['state_dict'][k].double()).abs().max()}"
     for sa, sb in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert a["lr_schedulers"][0]["last_epoch"] == b["lr_schedulers"][0]["last_epoch"]
@@ -96,7 +98,8 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
     resumed = start(killed, "ckpt_path=last")
     assert resumed.wait(timeout=300) == 0, read_log(killed)[-3000:]
 
-    assert f"Restoring states from the checkpoint path at {killed / 'checkpoints' / 'last.ckpt'}" in read_log(killed)
+    restored = killed / "checkpoints" / "last.ckpt"
+    assert f"Restoring states from the checkpoint path at {restored}" in read_log(killed)
     assert STEPS_PER_EPOCH < step < 2 * STEPS_PER_EPOCH
     last_a, last_b = load(straight / "checkpoints" / "last.ckpt"), load(killed / "checkpoints" / "last.ckpt")
     assert last_a["global_step"] == 2 * STEPS_PER_EPOCH
@@ -168,7 +171,8 @@ def test_failed_save_keeps_the_previous_checkpoint_and_no_temp_file(tmp_path, mo
 
 
 def test_stale_temp_files_of_dead_processes_are_removed(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True)
     stale = tmp_path / f".last.ckpt.tmp-{int(dead.stdout)}"
     alive = tmp_path / f".last.ckpt.tmp-{os.getpid()}"  # a save in progress: must be left alone
     stale.write_bytes(b"half")
@@ -178,21 +182,35 @@ def test_stale_temp_files_of_dead_processes_are_removed(tmp_path):
 
 
 @pytest.mark.slow
-def test_nan_loss_stops_without_a_non_finite_checkpoint(compose, tmp_path):
+def test_nan_loss_never_leaves_a_non_finite_checkpoint(compose, tmp_path):
     from densekit.train import train
 
-    # lr=1e30: the first step blows the weights up; the next forward pass gives a non-finite loss
-    cfg = compose(["experiment=smoke", "data.train_length=16", "optim.lr=1e30", "optim.scheduler=none",
-                   "trainer.gradient_clip_val=null", "checkpoint.every_n_train_steps=1",
-                   "trainer.enable_progress_bar=false", "logger=none", f"output_dir={tmp_path}"])
+    cfg = compose(["experiment=smoke", "backbone=mobilenetv3_large", "backbone.pretrained=false",
+                   "data.train_length=12", "optim.lr=1e30", "optim.scheduler=none",
+                   "trainer.gradient_clip_val=null",
+                   "checkpoint.every_n_train_steps=1", "trainer.enable_progress_bar=false", "logger=none",
+                   f"output_dir={tmp_path}"])
+    # weights ~1e30 after step 1 (its checkpoint is still finite): the next loss is not finite
     with pytest.raises(FloatingPointError, match="non-finite training loss"):
         train(cfg)
-    ckpts = list((tmp_path / "checkpoints").glob("*.ckpt"))
-    for path in ckpts:
+    for path in (tmp_path / "checkpoints").glob("*.ckpt"):
         for name, value in load(path)["state_dict"].items():
             if value.is_floating_point():
                 assert torch.isfinite(value).all(), f"{path.name}: {name} holds non-finite values"
     assert not list((tmp_path / "checkpoints").glob(".*tmp-*"))
+
+
+def test_no_checkpoint_of_non_finite_weights_is_written():
+    """A finite loss whose update overflowed: the save is refused before anything is written."""
+    from types import SimpleNamespace
+
+    module = torch.nn.Linear(2, 2)
+    guard = FiniteWeights()
+    guard.on_save_checkpoint(SimpleNamespace(global_step=5), module, {})  # finite: accepted
+    with torch.no_grad():
+        module.weight[0, 1] = float("inf")
+    with pytest.raises(FloatingPointError, match=r"after step 5 in 1 parameter\(s\) \(e.g. \['weight'\]\)"):
+        guard.on_save_checkpoint(SimpleNamespace(global_step=5), module, {})
 
 
 # -- checks before training ------------------------------------------------------------------------------

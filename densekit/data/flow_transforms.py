@@ -253,6 +253,11 @@ class FlowAugment:
         self._rng = np.random.default_rng(torch.initial_seed() % 2**32)
         self._pid = os.getpid()
 
+    def set_random_seed(self, seed: int) -> None:
+        """Restart the generator from ``seed`` (per-sample seeding, ``densekit.data.samplers.SeededSamples``)."""
+        self._rng = np.random.default_rng(seed)
+        self._pid = os.getpid()
+
     def _generator(self) -> np.random.Generator:
         if self._pid != os.getpid():
             # A forked DataLoader worker inherits the parent's generator state: without a reseed every worker

@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 from torch import nn
+from torchmetrics import MeanMetric
 
 
 class DenseTask(pl.LightningModule):
@@ -28,6 +29,10 @@ class DenseTask(pl.LightningModule):
         self.model = model
         self.optim_cfg = dict(optim or {})
         self.save_hyperparameters({"config": config or {}, "optim": self.optim_cfg})
+        # val/loss as a sample-weighted torchmetrics mean: it syncs float sums over processes, so unevenly
+        # sharded validation (densekit's unpadded sampler) gives the one-process value. Lightning's own
+        # mean reduction (self.log(..., sync_dist=True)) averages an integer sample count and truncates it.
+        self.val_loss_mean = MeanMetric()
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.model(*inputs)
@@ -66,7 +71,8 @@ class DenseTask(pl.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         pred = self.forward_batch(batch)
         loss = self.compute_loss(pred, batch)
-        self.log("val/loss", loss, prog_bar=False, batch_size=batch["image"].shape[0], sync_dist=True)
+        self.val_loss_mean.update(loss.detach(), weight=batch["image"].shape[0])
+        self.log("val/loss", self.val_loss_mean, prog_bar=False, on_step=False, on_epoch=True)
         self.update_metrics(pred, batch)
         if batch_idx == 0 and self.num_val_images and not self.trainer.sanity_checking:
             self._val_panels = self.make_panels(pred, batch)[: self.num_val_images]
