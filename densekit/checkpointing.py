@@ -111,10 +111,23 @@ class LastCheckpoint(pl.Callback):
         self.path, self.every = Path(path), int(every_n_train_steps)
         self.stop_requested = False
         self._previous_handler = None
+        self._fitting = False
+        self._outer_handler = None  # the handler before fit (_previous_handler is cleared on restore)
         self._saved_step = -1
 
     # -- SIGINT -------------------------------------------------------------------------------------
     def _on_sigint(self, signum, frame) -> None:
+        if not self._fitting:
+            # a handler left behind after fit: Lightning records the handlers after on_fit_start and puts them
+            # back in its teardown, which on an exception runs after on_exception - so this one can outlive
+            # the run. Then Ctrl-C does what it did before the run, and that handler comes back.
+            outer = self._outer_handler if self._outer_handler is not None else signal.default_int_handler
+            signal.signal(signal.SIGINT, outer)
+            if callable(outer):
+                outer(signum, frame)
+            elif outer != signal.SIG_IGN:
+                raise KeyboardInterrupt
+            return
         if self.stop_requested:  # second Ctrl-C: give up on the clean stop
             self._restore_handler()
             raise KeyboardInterrupt
@@ -130,12 +143,15 @@ class LastCheckpoint(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.stop_requested = False
         if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
-            self._previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+            self._fitting = True
+            self._previous_handler = self._outer_handler = signal.signal(signal.SIGINT, self._on_sigint)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._fitting = False
         self._restore_handler()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException):
+        self._fitting = False
         self._restore_handler()
 
     # -- saving -------------------------------------------------------------------------------------

@@ -123,6 +123,10 @@ def predict(
 _CHECKPOINT_KINDS = {"seg": "segmentation", "depth": "depth", "flow": "optical flow", "volume": "3D volume"}
 
 
+def _article(word: str) -> str:
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
 def _load_image(source) -> np.ndarray:
     """One image from a path, PIL image, numpy array or tensor -> float32 (H, W, 3) in [0, 1].
 
@@ -244,7 +248,7 @@ class Predictor:
     def _check_task(self, task: str | None) -> None:
         if task is not None and task != self.task:
             raise ValueError(
-                f"this is a {_CHECKPOINT_KINDS.get(task, task)} call (task={task!r}) but {self.source} is a "
+                f"this is {_article(_CHECKPOINT_KINDS.get(task, task))} call (task={task!r}) but {self.source} is a "
                 f"task={self.task!r} checkpoint ({_CHECKPOINT_KINDS.get(self.task, self.task)})"
             )
 

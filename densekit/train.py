@@ -23,6 +23,7 @@ from .data import DenseDataModule, build_dataset
 from .inference import model_from_config
 from .runinfo import config_tree, run_name, write_git_info
 from .tasks import TASK_MODULES
+from .tasks.base import NONFINITE_POLICIES
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ def check_config(cfg: DictConfig) -> None:
     heads = TASK_HEADS[task]
     if cfg.head.name not in heads:
         raise ValueError(f"head={cfg.head.name} does not fit task={task}; valid heads: {sorted(heads)}")
+    if cfg.get("nonfinite", "raise") not in NONFINITE_POLICIES:
+        raise ValueError(f"nonfinite={cfg.nonfinite!r}: expected one of {list(NONFINITE_POLICIES)}")
     dims = BACKBONE_DIMS.get(cfg.backbone.name, 2)
     if dims != TASK_DIMS[task]:
         raise ValueError(

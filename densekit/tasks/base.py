@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +13,16 @@ from PIL import Image
 from torch import nn
 from torchmetrics import MeanMetric
 
+NONFINITE_POLICIES = ("raise", "skip")
+
 
 class DenseTask(pl.LightningModule):
     """Owns a model, its optimiser/schedule and the step; subclasses define ``forward_batch``,
     ``compute_loss``, ``update_metrics`` and ``compute_metrics``.
 
     ``config`` (a plain dict, usually the resolved run config) is stored in the checkpoint's
-    hyper-parameters so a model can be rebuilt from a checkpoint without Hydra.
+    hyper-parameters so a model can be rebuilt from a checkpoint without Hydra. Its ``nonfinite`` key
+    ("raise", the default, or "skip") says what a NaN/inf training loss does (see ``training_step``).
     """
 
     monitor = "val/loss"
@@ -33,6 +37,12 @@ class DenseTask(pl.LightningModule):
         # sharded validation (densekit's unpadded sampler) gives the one-process value. Lightning's own
         # mean reduction (self.log(..., sync_dist=True)) averages an integer sample count and truncates it.
         self.val_loss_mean = MeanMetric()
+        # What a non-finite training loss does: "raise" stops the run (FloatingPointError naming the step);
+        # "skip" drops that step (no backward, no weight update), counts it and logs the count.
+        self.nonfinite = str((config or {}).get("nonfinite") or "raise")
+        if self.nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(f"nonfinite={self.nonfinite!r}: expected one of {list(NONFINITE_POLICIES)}")
+        self.skipped_nonfinite = 0
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.model(*inputs)
@@ -60,10 +70,25 @@ class DenseTask(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         pred = self.forward_batch(batch)
         loss = self.compute_loss(pred, batch)
-        if not torch.isfinite(loss):
+        bad = not bool(torch.isfinite(loss))
+        if self.nonfinite == "skip" and self.trainer.world_size > 1:
+            # all processes skip together: a process that skipped backward alone would hang DDP's all-reduce
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad and self.nonfinite == "skip":
+            self.skipped_nonfinite += 1
+            if self.skipped_nonfinite == 1 or self.skipped_nonfinite % 100 == 0:
+                warnings.warn(
+                    f"non-finite training loss ({loss.item()}) at step {self.global_step}: step skipped "
+                    f"(nonfinite=skip; {self.skipped_nonfinite} skipped so far)", RuntimeWarning, stacklevel=2
+                )
+            self.log("train/skipped_nonfinite", float(self.skipped_nonfinite),
+                     batch_size=batch["image"].shape[0])
+            return None  # Lightning then runs no backward, and the optimiser finds no gradients to apply
+        if bad:
             raise FloatingPointError(
                 f"non-finite training loss ({loss.item()}) at step {self.global_step}; stopping before any "
-                f"checkpoint of these weights is written. Lower optim.lr or enable trainer.gradient_clip_val."
+                f"checkpoint of these weights is written. Lower optim.lr, enable trainer.gradient_clip_val, "
+                f"or set nonfinite=skip to drop such steps."
             )
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
         return loss
