@@ -85,14 +85,8 @@ def evaluate(opts: dict, data_overrides: list[str]) -> dict[str, float]:
         return evaluate_flow(model, config, opts, data_overrides)
     if task != "seg":
         raise SystemExit(f"this checkpoint is for task={task}; evaluate.py handles seg, depth, flow and volume")
-    data = data_config(config, data_overrides)
-    if data["num_classes"] != config["data"]["num_classes"]:
-        raise SystemExit(f"data has {data['num_classes']} classes but the checkpoint predicts {config['data']['num_classes']}")
-    name, kwargs, _, lengths = split_data_config(data)
-    kwargs.pop("augment", None)  # evaluation never augments
-    if lengths.get(opts["split"]):
-        kwargs["length"] = lengths[opts["split"]]
-    dataset = build_dataset(name, opts["split"], targets=("mask",), **kwargs)
+    data = class_data_config(config, data_overrides)
+    dataset = eval_dataset(data, opts["split"], "mask")
     names = data.get("class_names") or [str(i) for i in range(data["num_classes"])]
     metric = SegMetrics(data["num_classes"], names, data.get("ignore_index", 255))
     loader = torch.utils.data.DataLoader(dataset, batch_size=int(opts["batch_size"]))
@@ -131,17 +125,27 @@ def depth_metric_options(config: dict, opts: dict) -> dict:
     return cfg
 
 
-def _depth_dataset(data: dict, split: str, length: int | None = None):
+def eval_dataset(data: dict, split: str, target: str, **overrides):
+    """``split`` of the dataset a plain data config describes, never augmented, for one task ``target``."""
     name, kwargs, _, lengths = split_data_config(data)
     kwargs.pop("augment", None)  # evaluation never augments
-    if length or lengths.get(split):
-        kwargs["length"] = length or lengths[split]
-    return build_dataset(name, split, targets=("depth",), **kwargs)
+    if lengths.get(split):
+        kwargs["length"] = lengths[split]
+    kwargs.update(overrides)
+    return build_dataset(name, split, targets=(target,), **kwargs)
+
+
+def class_data_config(config: dict, overrides: list[str]) -> dict:
+    """The data config for a class-map task (seg, volume), checked against the checkpoint's class count."""
+    data = data_config(config, overrides)
+    if data["num_classes"] != config["data"]["num_classes"]:
+        raise SystemExit(f"data has {data['num_classes']} classes but the checkpoint predicts {config['data']['num_classes']}")
+    return data
 
 
 def train_mean_depth(data: dict, limit: int) -> float:
     """Mean valid depth over the first ``limit`` train samples: the constant-prediction baseline."""
-    dataset = _depth_dataset(data, "train")
+    dataset = eval_dataset(data, "train", "depth")
     total, count = 0.0, 0
     for i in range(min(limit, len(dataset))):
         s = dataset[i]
@@ -156,7 +160,7 @@ def train_mean_depth(data: dict, limit: int) -> float:
 def evaluate_depth(model, config: dict, opts: dict, data_overrides: list[str]) -> dict[str, float]:
     data = data_config(config, data_overrides)
     metric_cfg = depth_metric_options(config, opts)
-    dataset = _depth_dataset(data, opts["split"])
+    dataset = eval_dataset(data, opts["split"], "depth")
     loader = torch.utils.data.DataLoader(dataset, batch_size=int(opts["batch_size"]))
     metric = DepthMetrics(**metric_cfg)
     baseline, base_metric = opts.get("baseline"), None
@@ -203,15 +207,8 @@ def evaluate_volume(model, config: dict, opts: dict, data_overrides: list[str]) 
     overlap 0.5; ``flip=true`` also averages the three axis flips), per-case Dice and BraTS regions."""
     from monai.inferers import sliding_window_inference
 
-    data = data_config(config, data_overrides)
-    if data["num_classes"] != config["data"]["num_classes"]:
-        raise SystemExit(f"data has {data['num_classes']} classes but the checkpoint predicts {config['data']['num_classes']}")
-    name, kwargs, _, lengths = split_data_config(data)
-    kwargs.pop("augment", None)
-    kwargs["val_patch"] = None  # whole volumes: the sliding window covers them
-    if lengths.get(opts["split"]):
-        kwargs["length"] = lengths[opts["split"]]
-    dataset = build_dataset(name, opts["split"], targets=("mask",), **kwargs)
+    data = class_data_config(config, data_overrides)
+    dataset = eval_dataset(data, opts["split"], "mask", val_patch=None)  # whole volumes: the window covers them
     roi = tuple(opts["crop"] or data.get("patch") or ())
     metric = VolumeMetrics(data["num_classes"], data.get("labels"), data.get("class_names"))
     loader = torch.utils.data.DataLoader(dataset, batch_size=int(opts["batch_size"]))
@@ -267,11 +264,7 @@ def evaluate_flow(model, config: dict, opts: dict, data_overrides: list[str]) ->
     """EPE, 1/3/5 px accuracy and Fl-all over valid pixels (also noc/occ where the data marks occlusion);
     ``flip=true`` averages with the mirrored pair (u negated); ``baseline=zero`` scores zero motion too."""
     data = data_config(config, data_overrides)
-    name, kwargs, _, lengths = split_data_config(data)
-    kwargs.pop("augment", None)
-    if lengths.get(opts["split"]):
-        kwargs["length"] = lengths[opts["split"]]
-    dataset = build_dataset(name, opts["split"], targets=("flow",), **kwargs)
+    dataset = eval_dataset(data, opts["split"], "flow")
     with_noc = "noc" in dataset[0]
     baseline = opts.get("baseline")
     if baseline not in (None, "zero"):

@@ -18,25 +18,32 @@ SCHEMA = {
 }
 
 
-def check_sample(sample: dict, required: tuple[str, ...] = ("image",)) -> dict:
-    """Validate one 2D sample against the schema; raise a ValueError naming what was expected and what came."""
+def _check(sample: dict, required: tuple[str, ...], schema: dict, spatial_dims: int, axes: str) -> dict:
+    """Keys, dtypes, ranks and spatial sizes of one sample against ``schema``; the last ``spatial_dims``
+    axes of every per-pixel/voxel entry must equal the image's."""
     missing = [k for k in required if k not in sample]
     if missing:
         raise ValueError(f"sample is missing keys {missing}; expected at least {list(required)}, got {sorted(sample)}")
-    h, w = sample["image"].shape[-2:]
+    size = tuple(sample["image"].shape[-spatial_dims:])
     for key, value in sample.items():
-        if key not in SCHEMA or not torch.is_tensor(value):
+        if key not in schema or not torch.is_tensor(value):
             continue
-        dtype, rank = SCHEMA[key]
+        dtype, rank = schema[key]
         if value.dtype != dtype or value.dim() != rank:
             raise ValueError(
                 f"sample[{key!r}] should be {dtype} with {rank} dims, got {value.dtype} with shape {tuple(value.shape)}"
             )
-        if tuple(value.shape[-2:]) != (h, w):
+        if tuple(value.shape[-spatial_dims:]) != size:
             raise ValueError(
-                f"sample[{key!r}] has size {tuple(value.shape[-2:])} but the image is {(h, w)}; they must match"
+                f"sample[{key!r}] has size {tuple(value.shape[-spatial_dims:])} but the image is {size}{axes}; "
+                "they must match"
             )
     return sample
+
+
+def check_sample(sample: dict, required: tuple[str, ...] = ("image",)) -> dict:
+    """Validate one 2D sample against the schema; raise a ValueError naming what was expected and what came."""
+    return _check(sample, required, SCHEMA, 2, "")
 
 
 # key -> (dtype, rank without batch dim) for 3D volume samples
@@ -49,24 +56,4 @@ VOLUME_SCHEMA = {
 
 def check_volume_sample(sample: dict, required: tuple[str, ...] = ("image", "mask", "valid")) -> dict:
     """Validate one 3D volume sample (image (C,D,H,W) float32, mask (D,H,W) int64, valid (D,H,W) bool)."""
-    missing = [k for k in required if k not in sample]
-    if missing:
-        raise ValueError(
-            f"sample is missing keys {missing}; expected at least {list(required)}, got {sorted(sample)}"
-        )
-    spatial = tuple(sample["image"].shape[-3:])
-    for key, value in sample.items():
-        if key not in VOLUME_SCHEMA or not torch.is_tensor(value):
-            continue
-        dtype, rank = VOLUME_SCHEMA[key]
-        if value.dtype != dtype or value.dim() != rank:
-            raise ValueError(
-                f"sample[{key!r}] should be {dtype} with {rank} dims, got {value.dtype} with shape "
-                f"{tuple(value.shape)}"
-            )
-        if tuple(value.shape[-3:]) != spatial:
-            raise ValueError(
-                f"sample[{key!r}] has size {tuple(value.shape[-3:])} but the image is {spatial} (D, H, W); "
-                "they must match"
-            )
-    return sample
+    return _check(sample, required, VOLUME_SCHEMA, 3, " (D, H, W)")

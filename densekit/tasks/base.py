@@ -18,7 +18,7 @@ NONFINITE_POLICIES = ("raise", "skip")
 
 class DenseTask(pl.LightningModule):
     """Owns a model, its optimiser/schedule and the step; subclasses define ``forward_batch``,
-    ``compute_loss``, ``update_metrics`` and ``compute_metrics``.
+    ``compute_loss``, ``update_metrics`` and a ``val_metrics`` accumulator (read by ``compute_metrics``).
 
     ``config`` (a plain dict, usually the resolved run config) is stored in the checkpoint's
     hyper-parameters so a model can be rebuilt from a checkpoint without Hydra. Its ``nonfinite`` key
@@ -58,7 +58,11 @@ class DenseTask(pl.LightningModule):
         raise NotImplementedError
 
     def compute_metrics(self) -> dict[str, float]:
-        raise NotImplementedError
+        """The epoch's validation metrics from ``self.val_metrics`` (a torchmetrics accumulator every task
+        sets), then reset for the next epoch."""
+        out = self.val_metrics.compute()
+        self.val_metrics.reset()
+        return out
 
     def make_panels(self, pred, batch: dict) -> list[np.ndarray]:
         """Pictures of a few validation predictions (uint8 HWC); none by default."""

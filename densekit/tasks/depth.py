@@ -39,11 +39,6 @@ class DepthTask(DenseTask):
     def update_metrics(self, pred, batch):
         self.val_metrics.update(pred.detach(), batch["depth"], batch.get("valid"))
 
-    def compute_metrics(self):
-        out = self.val_metrics.compute()
-        self.val_metrics.reset()
-        return out
-
     def make_panels(self, pred, batch):
         valid = batch.get("valid")
         n = min(self.num_val_images, pred.shape[0])

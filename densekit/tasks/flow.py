@@ -45,11 +45,6 @@ class FlowTask(DenseTask):
         noc = batch.get("noc") if self.val_metrics.with_noc else None
         self.val_metrics.update(pred.detach().float(), batch["flow"], batch.get("valid"), noc)
 
-    def compute_metrics(self):
-        out = self.val_metrics.compute()
-        self.val_metrics.reset()
-        return out
-
     def make_panels(self, pred, batch):
         valid = batch.get("valid")
         return [

@@ -38,11 +38,6 @@ class SegTask(DenseTask):
     def update_metrics(self, logits, batch):
         self.val_metrics.update(logits.detach(), batch["mask"], batch.get("valid"))
 
-    def compute_metrics(self):
-        out = self.val_metrics.compute()
-        self.val_metrics.reset()
-        return out
-
     def make_panels(self, logits, batch):
         pred = logits.argmax(1).cpu().numpy()
         target = batch["mask"].cpu().numpy()

@@ -60,11 +60,6 @@ class VolumeTask(DenseTask):
     def update_metrics(self, logits, batch):
         self.val_metrics.update(logits.detach().argmax(1), batch["mask"], batch.get("valid"))
 
-    def compute_metrics(self):
-        out = self.val_metrics.compute()
-        self.val_metrics.reset()
-        return out
-
     def make_panels(self, logits, batch):
         """Middle axial slice: first modality | ground truth | prediction."""
         pred = logits.argmax(1).cpu().numpy()
