@@ -232,6 +232,7 @@ class Predictor:
         data = config.get("data") or {}
         self.num_classes = data.get("num_classes")
         self.class_names = data.get("class_names")
+        self.data_name = data.get("name")  # the dataset it was trained on (data=...): which demo data fits
         self.resize = data.get("resize")
 
     @classmethod

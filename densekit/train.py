@@ -20,6 +20,7 @@ from .checkpointing import (
     remove_stale_temp_files, resolve_ckpt_path,
 )
 from .data import DenseDataModule, build_dataset
+from .errors import ConfigError
 from .inference import model_from_config
 from .runinfo import config_tree, run_name, write_git_info
 from .tasks import TASK_MODULES
@@ -38,6 +39,28 @@ BACKBONE_DIMS = {"lightm3d": 3, "revmb3d": 3}  # every other backbone is 2D
 
 def _plain(node) -> dict:
     return OmegaConf.to_container(node, resolve=True) if node is not None else {}
+
+
+class _DropLines(logging.Filter):
+    """Drops log records whose message starts with one of ``prefixes`` (library advertising, not facts)."""
+
+    def __init__(self, *prefixes: str):
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(self.prefixes)
+
+
+def quiet_library_logs() -> None:
+    """Silence what libraries print on every run that tells the user nothing about it: Lightning 2.6's
+    "Tip: ... try installing litlogger/litmodels" lines and the deprecation warning that Lightning's own
+    ``_pytree`` triggers in torch 2.14 (``isinstance(treespec, LeafSpec)``; not from densekit's calls).
+    Idempotent."""
+    rank_zero = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, _DropLines) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropLines("\N{ELECTRIC LIGHT BULB} Tip:", "Tip:"))
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -94,18 +117,69 @@ def build_datamodule(cfg: DictConfig) -> DenseDataModule:
         length = {} if lengths.get(split) is None else {"length": lengths[split]}
         return build_dataset(name, split, targets=tuple(cfg.task.targets), **length, **data)
 
-    return DenseDataModule(make, seed=cfg.seed, **loader)
+    interval = cfg.trainer.get("val_check_interval")
+    # an int interval counts training batches: an epoch holds at least that many (a smaller split repeats),
+    # so that validation runs as configured instead of Lightning refusing an interval longer than the epoch
+    min_batches = interval if isinstance(interval, int) and not isinstance(interval, bool) else 0
+    return DenseDataModule(make, seed=cfg.seed, min_train_batches=min_batches, **loader)
+
+
+def _world_size(trainer: dict) -> int:
+    """The number of training processes the trainer config asks for (1 when it leaves it to Lightning)."""
+    devices = trainer.get("devices", 1)
+    if isinstance(devices, (list, tuple)):
+        count = len(devices)
+    else:
+        try:
+            count = int(devices)
+        except (TypeError, ValueError):
+            count = 1  # "auto"
+    return max(1, count) * max(1, int(trainer.get("num_nodes") or 1))
 
 
 def check_data(cfg: DictConfig, datamodule: DenseDataModule) -> list[str] | None:
-    """Build the datasets (cheap: file listing) and check them against the config; return class names."""
+    """Build the datasets (cheap: file listing) and check them against the config, filling in what the data
+    knows and the config leaves open: ``data.num_classes`` (from classes.txt, dataset.json or the reader),
+    ``backbone.in_channels`` (3D: the volumes' channels). Adapts the batch size and epoch to a small train
+    split (``DenseDataModule.fit_to_split``). Returns the class names; every change is in
+    ``datamodule.notes``."""
     datamodule.setup("fit")
+    notes = datamodule.notes
+    train_set = datamodule.train_set
+    channels = getattr(train_set, "in_channels", None)
+    if channels is not None and "in_channels" in cfg.backbone and cfg.backbone.in_channels != channels:
+        source = getattr(train_set, "channels_source", None) or f"data={cfg.data.name}"
+        datamodule._note(f"backbone.in_channels={cfg.backbone.in_channels} -> {channels}: the data has {channels} "
+                         f"input channel(s) ({source})")
+        cfg.backbone.in_channels = int(channels)
+    for dataset in (train_set, datamodule.val_set):
+        for text in getattr(dataset, "notes", None) or []:
+            datamodule._note(text)
+    length = datamodule.fit_to_split(_world_size(_plain(cfg.trainer)))
+    max_steps, max_epochs = int(cfg.trainer.get("max_steps") or -1), cfg.trainer.get("max_epochs")
+    per_epoch = length // (datamodule.batch_size * _world_size(_plain(cfg.trainer)))
+    if max_steps > 0 and max_epochs not in (None, -1) and max_steps > int(max_epochs) * per_epoch:
+        datamodule._note(
+            f"trainer.max_steps={max_steps} will not be reached: trainer.max_epochs={max_epochs} x {per_epoch} "
+            f"batches per epoch stops at step {int(max_epochs) * per_epoch}; set trainer.max_epochs=-1 to train "
+            f"to max_steps"
+        )
     if cfg.task.name not in ("seg", "volume"):
         return None
-    names = getattr(datamodule.val_set, "class_names", None) or cfg.data.get("class_names")
-    if names is not None and len(names) != cfg.data.num_classes:
-        raise ValueError(
-            f"data.num_classes={cfg.data.num_classes} but data={cfg.data.name} has {len(names)} classes: {list(names)[:10]}"
+    names = (getattr(datamodule.val_set, "class_names", None) or getattr(train_set, "class_names", None)
+             or cfg.data.get("class_names"))
+    given = None if OmegaConf.is_missing(cfg.data, "num_classes") else cfg.data.get("num_classes")
+    if given is None:
+        if names is None:
+            raise ConfigError(
+                f"data.num_classes is not set and data={cfg.data.name} does not list its classes: set "
+                f"data.num_classes=K (and data.class_names), or give the dataset a class list"
+            )
+        cfg.data.num_classes = len(names)
+        log.info("data.num_classes=%d from the data's class list %s", len(names), list(names)[:10])
+    elif names is not None and len(names) != given:
+        raise ConfigError(
+            f"data.num_classes={given} but data={cfg.data.name} has {len(names)} classes: {list(names)[:10]}"
         )
     return list(names) if names is not None else None
 
@@ -113,7 +187,11 @@ def check_data(cfg: DictConfig, datamodule: DenseDataModule) -> list[str] | None
 def build_task(cfg: DictConfig, class_names: list[str] | None = None, with_noc: bool = False) -> pl.LightningModule:
     task = cfg.task.name
     config = _plain(cfg)
-    model = model_from_config(config, pretrained=None)  # None: the backbone's configured ``pretrained``
+    # None: the backbone's configured ``pretrained``. With init_from or a resume the weights come from that
+    # checkpoint: loading (or failing to reach) the hub weights first would only be overwritten, and would
+    # log a misleading "continuing from RANDOM initialisation"
+    from_checkpoint = bool(cfg.get("init_from") or cfg.get("ckpt_path"))
+    model = model_from_config(config, pretrained=False if from_checkpoint else None)
     if task == "flow":
         return TASK_MODULES[task](model, loss=_plain(cfg.task.loss), with_noc=with_noc, optim=_plain(cfg.optim),
                                   config=config)
@@ -274,6 +352,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     names = check_data(cfg, datamodule)
+    quiet_library_logs()
     # Sintel / KITTI mark non-occluded pixels: then the metrics are also split into noc / occ
     with_noc = cfg.task.name == "flow" and "noc" in datamodule.val_set[0]
     module = build_task(cfg, names, with_noc=with_noc)

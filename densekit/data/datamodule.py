@@ -11,12 +11,58 @@ attached trainer (``world_size``, ``global_rank``).
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Callable
 
 import pytorch_lightning as pl
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
 from .samplers import EpochSampler, EvenShardBatchSampler, SeededSamples
+
+log = logging.getLogger(__name__)
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (the affinity mask: a container or ``taskset`` limit counts)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def resolve_num_workers(value: int | str) -> int:
+    """``data.num_workers``: ``"auto"`` = one loader process per available CPU minus the one that trains
+    (0 on a 1-2 CPU machine, where workers only compete with training); an int above the CPU count is
+    capped to it (more workers than CPUs only add switching, and torch warns about it), said in the log."""
+    cpus = available_cpus()
+    if value == "auto":
+        return max(0, min(8, cpus - 1)) if cpus > 2 else 0
+    try:
+        workers = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"data.num_workers={value!r}: expected an int >= 0 or 'auto'") from None
+    if workers < 0:
+        raise ValueError(f"data.num_workers={value!r}: expected an int >= 0 or 'auto'")
+    if workers > cpus:
+        log.info("data.num_workers=%d but this machine has %d CPUs: %d loader workers are used", workers, cpus, cpus)
+        return cpus
+    return workers
+
+
+class Repeated(Dataset):
+    """``dataset`` seen ``length`` times per epoch: index ``i`` is sample ``i % len(dataset)``. Each repeat
+    has its own index, so ``SeededSamples`` gives it its own augmentation."""
+
+    def __init__(self, dataset: Dataset, length: int):
+        self.dataset, self.length = dataset, int(length)
+        self.augment = getattr(dataset, "augment", None)  # SeededSamples seeds the wrapped dataset's augment
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int):
+        return self.dataset[index % len(self.dataset)]
 
 
 class ResumableLoader(DataLoader):
@@ -43,19 +89,55 @@ class DenseDataModule(pl.LightningDataModule):
         self,
         make_dataset: Callable[[str], Dataset],
         batch_size: int = 8,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
         val_batch_size: int | None = None,
         seed: int = 0,
+        min_train_batches: int = 0,
     ):
         super().__init__()
         self.make_dataset = make_dataset
-        self.batch_size, self.num_workers = int(batch_size), int(num_workers)
+        self.notes: list[str] = []  # what was adapted to the data (batch shrunk, epoch repeated, workers capped)
+        self.batch_size = int(batch_size)
+        self.num_workers = resolve_num_workers(num_workers)
         self.val_batch_size = int(val_batch_size or batch_size)
         self.seed = int(seed)
+        # an epoch holds at least this many batches: a split smaller than that is repeated (every repeat with
+        # its own augmentation), so that a small dataset still validates every trainer.val_check_interval steps
+        self.min_train_batches = int(min_train_batches or 0)
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self._train_sampler: EpochSampler | None = None
         self._resume: dict | None = None  # from a checkpoint, applied to the next train sampler
+
+    def _note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+            log.warning(text)
+
+    def fit_to_split(self, world_size: int = 1) -> int:
+        """Adapt the batch size and epoch length to the train split; returns the epoch length in samples
+        (over all processes). Called by ``train_dataloader``; the composition root may call it earlier to
+        know the epoch (the result is the same)."""
+        n = len(self.train_set)
+        if n < world_size:
+            raise ValueError(f"the train split has {n} samples, fewer than the {world_size} training processes")
+        if n < self.batch_size * world_size:
+            # a batch larger than the split would drop every sample (drop_last): shrink instead of failing
+            shrunk = max(1, n // world_size)
+            self._note(f"the train split has {n} samples, fewer than data.batch_size={self.batch_size}"
+                       f"{'' if world_size == 1 else f' x {world_size} processes'}: batch size {shrunk} is used")
+            self.batch_size = shrunk
+        length = n
+        per_epoch = n // (self.batch_size * world_size)
+        if self.min_train_batches and per_epoch < self.min_train_batches:
+            length = self.min_train_batches * self.batch_size * world_size
+            self._note(
+                f"the train split has {n} samples = {per_epoch} batch(es) of {self.batch_size}, fewer than "
+                f"trainer.val_check_interval={self.min_train_batches}: an epoch repeats the split to "
+                f"{self.min_train_batches} batches ({length} samples, {length / n:.1f} passes, each with its own "
+                f"augmentation); set data.train_length to choose the epoch yourself"
+            )
+        return length
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_set is None:
@@ -99,18 +181,12 @@ class DenseDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         rank, world = self._processes()
-        if len(self.train_set) < self.batch_size * world:
-            # drop_last would otherwise make an empty epoch: training would silently do nothing
-            per = "" if world == 1 else f" x {world} processes"
-            raise ValueError(
-                f"the train split has {len(self.train_set)} samples, "
-                f"fewer than batch_size={self.batch_size}{per}"
-            )
-        self._train_sampler = EpochSampler(len(self.train_set), seed=self.seed, shuffle=True, rank=rank,
-                                           world_size=world)
+        length = self.fit_to_split(world)
+        self._train_sampler = EpochSampler(length, seed=self.seed, shuffle=True, rank=rank, world_size=world)
         self._apply_resume(self._train_sampler)
+        dataset = self.train_set if length == len(self.train_set) else Repeated(self.train_set, length)
         return ResumableLoader(
-            SeededSamples(self.train_set, seed=self.seed),
+            SeededSamples(dataset, seed=self.seed),
             batch_sampler=BatchSampler(self._train_sampler, self.batch_size, drop_last=True),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -10,6 +10,8 @@ keeps its own count, as it holds its own copy of the dataset).
 
 from __future__ import annotations
 
+import logging
+import math
 import warnings
 from pathlib import Path
 
@@ -18,18 +20,21 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..errors import DataError
 from .datasets import to_tensors
 from .schema import check_sample
 from .transforms import apply_augment, build_augment, check_resize
 
 README = "datasets/README.md"
+log = logging.getLogger(__name__)
+CROP_SAMPLE = 64  # train image headers read to fit the crop (headers only: milliseconds)
 
 
 class BadSampleWarning(UserWarning):
     """A sample was skipped because its files are unreadable or inconsistent (``skip_bad=True``)."""
 
 
-class BadSampleError(ValueError):
+class BadSampleError(DataError):
     """A sample's files are unreadable or inconsistent; the message names the file."""
 
 
@@ -39,11 +44,18 @@ def missing(path: Path, what: str) -> FileNotFoundError:
 
 
 def label_lut(table: dict[int, int]) -> np.ndarray:
-    """{raw value: train id} -> a 256-entry lookup table; -1 marks raw values the format does not define."""
-    lut = np.full(256, -1, np.int16)
+    """{raw value: train id} -> a lookup table of 256 entries (more if a raw value is larger, e.g. 16-bit
+    masks); -1 marks raw values the format does not define."""
+    lut = np.full(max(256, max(table, default=0) + 1), -1, np.int16)
     for raw, train in table.items():
         lut[raw] = train
     return lut
+
+
+def spread(n: int, k: int) -> list[int]:
+    """Up to ``k`` indices spread evenly over ``range(n)``, first and last included: a sample that sees
+    every part of a split sorted by name (files named by date, class or source)."""
+    return sorted({int(round(i)) for i in np.linspace(0, n - 1, min(n, k))}) if n else []
 
 
 def list_files(directory: Path, suffixes: tuple[str, ...], what: str) -> list[Path]:
@@ -107,6 +119,9 @@ class SegDataset(Dataset):
       targets     what the task asks for; segmentation readers provide only "mask"
       skip_bad    replace unreadable/inconsistent samples by the next good one instead of raising
       length      samples per epoch: fewer than the split caps it, more repeats it; None = the split
+      fit_crop    cut the train crop per side to the largest (resized, zoomed) train image of a sample
+                  (``CROP_SAMPLE`` headers): a crop larger than every image is padding only (a 512 crop of
+                  80x96 images is 97 % padding); said once in the log and in ``notes``
     """
 
     class_names: tuple[str, ...] = ()
@@ -117,6 +132,9 @@ class SegDataset(Dataset):
     default_root = "datasets"  # relative to the working directory, like data.root
     # single-channel label maps only: an RGB "mask" is a colour rendering, whose colours are not class ids
     mask_modes: tuple[str, ...] = ("L", "P", "I", "I;16", "1")
+    # what the model gets (images are always RGB in the batch) and what the files hold (1: grey, replicated)
+    in_channels = 3
+    source_channels = 3
 
     def __init__(
         self,
@@ -127,6 +145,7 @@ class SegDataset(Dataset):
         skip_bad: bool = False,
         length: int | None = None,
         resize: int | None = None,
+        fit_crop: bool = False,
     ):
         name = type(self).__name__
         split = self.split_aliases.get(split, split)
@@ -137,6 +156,8 @@ class SegDataset(Dataset):
             raise ValueError(f"{name} provides only the 'mask' target; the task asked for {list(targets)}")
         if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
             raise ValueError(f"{name}: length must be a positive int or null, got {length!r}")
+        if not isinstance(fit_crop, bool):
+            raise ValueError(f"{name}: fit_crop must be true or false, got {fit_crop!r}")
         self.split, self.skip_bad = split, bool(skip_bad)
         self.root = Path(root if root is not None else self.default_root).expanduser()
         if not self.root.is_dir():
@@ -152,6 +173,45 @@ class SegDataset(Dataset):
             raise ValueError(f"{name}: split {split!r} is empty: no samples in {self.listed.resolve()}")
         self.length = len(self.files) if length is None else int(length)
         self.skipped: dict[int, str] = {}  # index into files -> why it was skipped (this process)
+        self.notes: list[str] = []  # facts about the data worth one log line (and the run summary)
+        if is_train and fit_crop and augment and augment.get("crop") is not None:
+            self._fit_crop(dict(augment), tuple(targets))
+
+    def note(self, text: str) -> None:
+        """Record ``text`` in ``self.notes`` and say it once in the log."""
+        if text not in self.notes:
+            self.notes.append(text)
+            log.info("%s %s: %s", type(self).__name__, self.split, text)
+
+    def _fit_crop(self, augment: dict, targets: tuple[str, ...]) -> None:
+        """Shrink ``augment.crop`` per side to the largest train image of a sample (after ``resize`` and the
+        largest ``scale`` zoom), and rebuild the augmentation with it; validation is untouched."""
+        sizes = []
+        for i in spread(len(self.files), CROP_SAMPLE):
+            try:
+                with Image.open(self.files[i][0]) as img:  # the header only: no pixels decoded
+                    sizes.append(img.size[::-1])  # (H, W)
+            except (OSError, SyntaxError, ValueError):
+                continue  # reported when the sample is loaded
+        if not sizes:
+            return
+        zoom = float(augment["scale"][1]) if augment.get("scale") is not None else 1.0
+        largest = [0, 0]
+        for h, w in sizes:
+            s = self.resize / min(h, w) if self.resize is not None else 1.0
+            largest = [max(largest[0], math.ceil(h * s * zoom)), max(largest[1], math.ceil(w * s * zoom))]
+        crop = [int(c) for c in augment["crop"]]
+        fitted = [max(8, min(c, m)) for c, m in zip(crop, largest)]
+        if fitted == crop:
+            return
+        augment["crop"] = fitted
+        self.augment = build_augment(augment, resize=self.resize, targets=targets)
+        self.note(
+            f"train crop {crop[0]}x{crop[1]} -> {fitted[0]}x{fitted[1]} (HxW): the largest of {len(sizes)} sampled "
+            f"train images is {largest[0]}x{largest[1]}"
+            + (" after resize/scale" if self.resize is not None or zoom != 1.0 else "")
+            + "; a larger crop would only add padding"
+        )
 
     @property
     def num_classes(self) -> int:
@@ -178,7 +238,10 @@ class SegDataset(Dataset):
 
     def read_mask(self, path: Path) -> np.ndarray:
         """Raw label values of a mask file, (H, W) integer array."""
-        img = self._open(path, "mask")
+        return self.read_mask_image(self._open(path, "mask"), path)
+
+    def read_mask_image(self, img: Image.Image, path: Path) -> np.ndarray:
+        """Raw label values of a decoded single-channel mask; other modes are an error naming ``path``."""
         if img.mode not in self.mask_modes:
             raise BadSampleError(
                 f"{path}: expected a single-channel label PNG of class indices (mode {'/'.join(self.mask_modes)}), "
@@ -188,9 +251,9 @@ class SegDataset(Dataset):
 
     def encode(self, raw: np.ndarray, path: Path) -> np.ndarray:
         """Raw mask values -> train ids in [0, K) or 255; unknown values are an error naming the file."""
-        if raw.size and (raw.min() < 0 or raw.max() > 255):
+        if raw.size and (raw.min() < 0 or raw.max() >= len(self.lut)):
             raise BadSampleError(f"{path}: label values up to {raw.max()} found; expected {self.label_desc}")
-        mapped = self.lut[raw.astype(np.uint8)]
+        mapped = self.lut[raw.astype(np.uint8) if len(self.lut) == 256 else raw.astype(np.intp)]
         if (mapped < 0).any():
             values = np.unique(raw[mapped < 0]).tolist()
             raise BadSampleError(
@@ -208,9 +271,13 @@ class SegDataset(Dataset):
                 f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image {image_path} is "
                 f"{image.width}x{image.height}; they must match"
             )
-        # convert("RGB") also accepts the few greyscale / CMYK JPEGs real datasets contain
-        rgb = np.asarray(image.convert("RGB"))
+        rgb = self.image_pixels(image, image_path)
         return {"image": rgb, "mask": self.encode(mask, mask_path), "valid": np.ones(mask.shape, bool)}
+
+    def image_pixels(self, image: Image.Image, path: Path) -> np.ndarray:
+        """A decoded image -> (H, W, 3): uint8 (divided by 255 later) or float32 in [0, 1]."""
+        # convert("RGB") also accepts the few greyscale / CMYK JPEGs real datasets contain
+        return np.asarray(image.convert("RGB"))
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         sample = load_or_skip(self, index, len(self.files))

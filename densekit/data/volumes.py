@@ -42,7 +42,10 @@ the first ``round(val_fraction * n)`` (at least 1, at most n - 1) form val, the 
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import math
 import re
 import zlib
 from pathlib import Path
@@ -78,6 +81,21 @@ BRATS_NAMINGS = {
 }
 
 _AUGMENT_KEYS = {"flip", "scale", "shift", "gauss_noise"}
+
+# patches_per_case=auto: an epoch holds at least nnU-Net's epoch of random patches (250 iterations x batch
+# 2), spread over the cases, and every case at least once; a one-case folder then trains 250 steps an epoch
+NNUNET_EPOCH_PATCHES = 500
+
+log = logging.getLogger(__name__)
+_said: set[str] = set()  # notes already logged by this process (train and val datasets share most of them)
+
+
+def _say(notes: list[str]) -> None:
+    """Log each note once per process (the train and the val dataset of a run repeat the shared ones)."""
+    for note in notes:
+        if note not in _said:
+            _said.add(note)
+            log.info(note)
 
 
 # -- axes ------------------------------------------------------------------------------------------------
@@ -294,6 +312,16 @@ class SyntheticVolumes(_VolumeSampling, Dataset):
         self.split, self.length, self.size = split, length, size
         self.seed, self.channels = int(seed), channels
         self._split_code = zlib.crc32(split.encode())  # stable across processes, unlike hash()
+        self.notes: list[str] = []
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of every image (C of (C, D, H, W)): what the model's input layer must take."""
+        return self.channels
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
 
     def __len__(self) -> int:
         return self.length
@@ -355,6 +383,8 @@ def _select_split(
         raise ValueError(f"{what}: val_fraction must be in [0, 1), got {val_fraction!r}")
     names = sorted(names)
     n = len(names)
+    if n == 1 and val_fraction > 0:
+        return names  # one case: train on it and validate on it too (VolumeFiles says so in its notes)
     n_val = 0 if val_fraction == 0 or n < 2 else min(max(round(val_fraction * n), 1), n - 1)
     order = np.random.default_rng(seed).permutation(n)
     val = {names[i] for i in order[:n_val]}
@@ -370,6 +400,15 @@ class VolumeFiles(_VolumeSampling, Dataset):
     case by the next good one, counted and warned about): every modality file present and readable, all
     modalities and the label map 3D with the same shape and the same affine (within ``affine_atol`` mm),
     label values inside the convention.
+
+    Epoch length (``len``): ``length`` (``data.train_length`` / ``val_length``) if set. Otherwise the train
+    split with ``patch`` set counts its epoch in random patches, cases x ``patches_per_case``; ``auto``
+    is ceil(500 / cases) per case (nnU-Net's epoch, 250 iterations of 2 patches, and each case at least
+    once), so one case gives 500 patches, 3 cases 3 x 167, 1000 cases 1000. Whole-volume training
+    (``patch: null``) and val/test: each case once (times an int ``patches_per_case`` for train).
+    Sample ``i`` is case ``i mod cases``. With a single case and no split file, val is that same case.
+    ``notes`` lists, in words, what was inferred (class and channel sources, the epoch, a val split that
+    repeats the train case); each note is logged once at INFO.
     """
 
     default_root = "datasets"
@@ -392,10 +431,15 @@ class VolumeFiles(_VolumeSampling, Dataset):
         length: int | None = None,
         targets: tuple[str, ...] = ("mask",),
         affine_atol: float = 1e-3,
+        patches_per_case: int | str | None = "auto",
     ):
         name = type(self).__name__
         if split not in ("train", "val", "test"):
             raise ValueError(f"{name}: split must be 'train', 'val' or 'test', got {split!r}")
+        if patches_per_case is not None and patches_per_case != "auto" and (
+                isinstance(patches_per_case, bool) or not isinstance(patches_per_case, int)
+                or patches_per_case < 1):
+            raise ValueError(f"data.patches_per_case must be a positive int or 'auto', got {patches_per_case!r}")
         if labels is not None and labels not in LABEL_CONVENTIONS:
             raise ValueError(
                 f"{name}: labels must be one of {sorted(LABEL_CONVENTIONS)} or null, got {labels!r}"
@@ -429,12 +473,47 @@ class VolumeFiles(_VolumeSampling, Dataset):
             raise ValueError(f"{name}: split {split!r} is empty ({len(by_name)} cases under "
                              f"{self.root.resolve()}, "
                              f"val_fraction={val_fraction}, split_file={split_file})")
-        self.length = len(self.cases) if length is None else int(length)
+        self.notes: list[str] = list(getattr(self, "notes", []))  # a subclass may have noted things first
+        if sf is None and len(by_name) == 1 and split in ("train", "val"):
+            self.notes.append(
+                f"{name}: only 1 case under {self.root.resolve()}: the val split validates on the training "
+                f"case (its scores measure fit, not generalisation); add cases or a split_file for a "
+                f"held-out estimate"
+            )
+        self.length = self._epoch_length(length, patches_per_case)
         self.skipped: dict[int, str] = {}
+        self._cached: tuple[int, dict] | None = None  # the last case loaded (train split), see load()
+        _say(self.notes)
+
+    def _epoch_length(self, length: int | None, per_case: int | str | None) -> int:
+        """Samples per epoch (class docstring); notes how a train epoch was counted."""
+        n = len(self.cases)
+        if length is not None:
+            return int(length)
+        if self.split != "train":
+            return n
+        auto = per_case in ("auto", None)
+        if self.patch is None:
+            per = 1 if auto else int(per_case)
+            if per > 1:
+                self.notes.append(f"train epoch: {n * per} whole-volume samples ({n} case(s) x "
+                                  f"patches_per_case={per})")
+            return n * per
+        per = math.ceil(NNUNET_EPOCH_PATCHES / n) if auto else int(per_case)
+        how = (f"patches_per_case=auto: at least {NNUNET_EPOCH_PATCHES} patches, nnU-Net's 250 iterations "
+               f"of 2" if auto else f"patches_per_case={per}")
+        self.notes.append(f"train epoch: {n * per} random patches of {list(self.patch)} ({n} case(s) x {per}; "
+                          f"{how}; data.train_length sets it directly)")
+        return n * per
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of every image (C of (C, D, H, W)): what the model's input layer must take."""
+        return len(self.cases[0][1])
 
     def _cases(self) -> list[tuple[str, list[Path], Path]]:
         raise NotImplementedError
@@ -475,7 +554,20 @@ class VolumeFiles(_VolumeSampling, Dataset):
         return mapped.astype(np.int64)
 
     def load(self, i: int) -> dict[str, np.ndarray]:
-        """Case ``i`` as numpy in (D, H, W) order: image z-scored (C,D,H,W), mask train ids, valid, brain."""
+        """Case ``i`` as numpy in (D, H, W) order: image z-scored (C,D,H,W), mask train ids, valid, brain.
+
+        The train split keeps the last case it loaded: patch training draws many patches per case (a
+        one-case folder draws every patch from the same volume), and re-reading and re-normalising the
+        files each time would dominate a step. Sampling never writes into the returned arrays (crops,
+        pads and the augmentation copy), so the kept case stays as read. One case per process at most."""
+        if self._cached is not None and self._cached[0] == i:
+            return self._cached[1]
+        sample = self._load(i)
+        if self.is_train:
+            self._cached = (i, sample)
+        return sample
+
+    def _load(self, i: int) -> dict[str, np.ndarray]:
         case, image_paths, label_path = self.cases[i]
         arrays, ref_path, ref_shape, ref_affine = [], None, None, None
         for path, what in [(p, "modality") for p in image_paths] + [(label_path, "label")]:

@@ -93,7 +93,9 @@ def seg_metrics(
 
 
 class SegMetrics(Metric):
-    """Accumulates the confusion matrix over batches (and over processes: sum-reduced)."""
+    """Accumulates the confusion matrix over batches (and over processes: sum-reduced), and the number of
+    pixels seen, so that ``compute`` can tell what the scores were computed over: after each ``compute``,
+    ``counts`` holds the totals of all processes (``pixel_counts``)."""
 
     full_state_update = False
 
@@ -101,9 +103,29 @@ class SegMetrics(Metric):
         super().__init__()
         self.num_classes, self.class_names, self.ignore_index = num_classes, class_names, ignore_index
         self.add_state("cm", default=torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("pixels", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+        self.counts: dict[str, int] = {}
 
     def update(self, pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> None:
         self.cm += confusion_matrix(pred, target, self.num_classes, valid, self.ignore_index)
+        self.pixels += target.numel()
 
     def compute(self) -> dict[str, float]:
+        # compute() runs on the synced (all-process) states; they are unsynced again afterwards
+        self.counts = pixel_counts(self.cm, int(self.pixels))
         return scores_from_confusion(self.cm, self.class_names)
+
+
+def pixel_counts(cm: torch.Tensor, pixels: int) -> dict[str, int]:
+    """What a confusion matrix was computed over: ``pixels`` seen, ``labelled`` (counted), ``ignored``
+    (ignore label or not valid), ``foreground`` (labelled pixels of every class but class 0, the
+    background of a class list that has one) and ``per_class`` labelled pixels."""
+    per_class = cm.sum(1)
+    labelled = int(per_class.sum())
+    return {
+        "pixels": pixels,
+        "labelled": labelled,
+        "ignored": pixels - labelled,
+        "foreground": int(per_class[1:].sum()),
+        "per_class": [int(v) for v in per_class],
+    }

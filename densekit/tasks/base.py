@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from pathlib import Path
@@ -14,6 +15,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 NONFINITE_POLICIES = ("raise", "skip")
+log = logging.getLogger(__name__)
 
 
 class DenseTask(pl.LightningModule):
@@ -43,6 +45,15 @@ class DenseTask(pl.LightningModule):
         if self.nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"nonfinite={self.nonfinite!r}: expected one of {list(NONFINITE_POLICIES)}")
         self.skipped_nonfinite = 0
+        # what the run should say loudly at its end (metrics computed over nothing, mostly-ignore data):
+        # each text once, in order; logged as a warning when first added (``run_warning``)
+        self.run_warnings: list[str] = []
+
+    def run_warning(self, text: str) -> None:
+        """Log ``text`` as a warning the first time it is raised and keep it in ``run_warnings``."""
+        if text not in self.run_warnings:
+            self.run_warnings.append(text)
+            log.warning(text)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.model(*inputs)
@@ -109,7 +120,9 @@ class DenseTask(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         metrics = self.compute_metrics()
         finite = {f"val/{k}": v for k, v in metrics.items() if not math.isnan(v)}
-        headline = {k: v for k, v in finite.items() if k == self.monitor}
+        # the monitored score is logged even when NaN (computed over nothing): the checkpoint callback then
+        # ranks it worst instead of failing on a missing key
+        headline = {k: v for k, v in ((f"val/{k}", v) for k, v in metrics.items()) if k == self.monitor}
         self.log_dict(headline, prog_bar=True)
         self.log_dict({k: v for k, v in finite.items() if k not in headline}, prog_bar=False)
         panels = getattr(self, "_val_panels", None)

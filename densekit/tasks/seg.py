@@ -1,4 +1,9 @@
-"""Semantic segmentation: cross-entropy (+ optional Dice), confusion-matrix metrics (mIoU, accuracy, per class)."""
+"""Semantic segmentation: cross-entropy (+ optional Dice), confusion-matrix metrics (mIoU, accuracy, per class).
+
+Validation also says what its scores were computed over (``check_counts``): no labelled pixel at all (the
+scores are NaN, so never a perfect 1.0 over nothing), no labelled foreground (every labelled pixel is
+class 0), or more than half of all pixels ignored -- each a warning in the log and in ``run_warnings``.
+"""
 
 from __future__ import annotations
 
@@ -37,6 +42,38 @@ class SegTask(DenseTask):
 
     def update_metrics(self, logits, batch):
         self.val_metrics.update(logits.detach(), batch["mask"], batch.get("valid"))
+
+    def compute_metrics(self) -> dict[str, float]:
+        out = self.val_metrics.compute()
+        counts = self.val_metrics.counts  # all processes' totals, read before the reset
+        self.val_metrics.reset()
+        trainer = getattr(self, "_trainer", None)
+        if trainer is None or not trainer.sanity_checking:  # the sanity check sees a batch or two, not the split
+            for text in self.check_counts(counts):
+                self.run_warning(text)
+        return out
+
+    def check_counts(self, counts: dict[str, int]) -> list[str]:
+        """Warnings about what a validation run's scores rest on (``SegMetrics.counts``)."""
+        pixels, labelled, ignored = counts.get("pixels", 0), counts.get("labelled", 0), counts.get("ignored", 0)
+        if not pixels:
+            return []
+        ignore = f"ignore ({self.ignore_index}) or not valid"
+        if labelled == 0:
+            return [f"validation: all {pixels} pixels are {ignore}: mIoU, mDice and pixel accuracy are computed "
+                    f"over nothing and not reported (are the masks read right? see data.label_map)"]
+        out = []
+        if self.num_classes >= 2 and counts.get("foreground", 0) == 0:
+            out.append(
+                f"validation: no labelled foreground -- all {labelled} labelled pixels are class 0 "
+                f"({self.class_names[0]!r}), so IoU of {self.class_names[1]!r}"
+                f"{' and the other classes' if self.num_classes > 2 else ''} is computed over no pixels and mIoU "
+                f"is the background's alone (0/255 masks need data.label_map={{255:1}})"
+            )
+        if ignored * 2 > pixels:
+            out.append(f"validation: {ignored} of {pixels} pixels ({ignored / pixels:.0%}) are {ignore}; the "
+                       f"scores rest on the other {labelled} (are the masks read right? see data.label_map)")
+        return out
 
     def make_panels(self, logits, batch):
         pred = logits.argmax(1).cpu().numpy()
