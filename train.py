@@ -1,10 +1,17 @@
 """Thin Hydra shim: `python train.py task=seg backbone=mci2 ...` (see conf/train.yaml).
 
 Sweeps: `python train.py -m sweep=optuna` / `-m sweep=grid` (conf/sweep/).
+Errors: a wrong config value, a missing file or a data problem is one line on stderr (exit status 2 for config
+errors, 1 for data/runtime errors); `HYDRA_FULL_ERROR=1` or `debug=true` shows the traceback (densekit/cli.py).
 """
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from densekit.cli import hydra_entry, report_errors
+
+# conf/train.yaml: hydra.run.dir is output_dir when set (${or_default:...}); registered before Hydra composes
+OmegaConf.register_new_resolver("or_default", lambda value, default: default if value is None else value, replace=True)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -13,9 +20,11 @@ def main(cfg: DictConfig) -> float:
 
     # Trains and writes <run dir>/result.json. Returns the float of the task's monitored validation metric
     # (cfg.task.monitor), which the optuna sweeper optimises; in a sweep a failed trial is logged and returns
-    # NaN (optuna marks it failed) so that the sweep goes on.
-    return run_trial(cfg)
+    # the worst value so that the sweep goes on. A user error of a single run is reported here in one line
+    # and ends the process with SystemExit, which Hydra does not catch (it would print its own traceback).
+    with report_errors():
+        return run_trial(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    hydra_entry(main)

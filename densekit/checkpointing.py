@@ -3,12 +3,21 @@
 * :class:`AtomicCheckpointIO` writes every checkpoint to a temporary file in the same directory, fsyncs it
   and renames it over the target (``os.replace`` is atomic on POSIX): a kill or a full disk during a save
   leaves the previous file intact, never a truncated one.
-* :class:`LastCheckpoint` owns ``last.ckpt``: it writes it at the end of every epoch (after that epoch's
-  validation and best-checkpoint bookkeeping), every ``every_n_train_steps`` optimiser steps (mid-epoch
-  resume points) and on Ctrl-C. (Lightning 2.6's ``ModelCheckpoint(save_last=True)`` only refreshes
-  ``last.ckpt`` when a new best is saved, so it would resume from the best epoch, not the latest.) It
-  turns the first Ctrl-C (SIGINT) into a clean stop: it finishes the running step, writes ``last.ckpt`` on every process's agreement and raises :class:`TrainingInterrupted`. A second
-  Ctrl-C interrupts at once (Lightning's KeyboardInterrupt handling, no checkpoint).
+* :class:`LastCheckpoint` owns ``last.ckpt`` (the full training state): it writes it at the end of every
+  epoch (after that epoch's validation and best-checkpoint bookkeeping: with a :class:`BestCheckpoint` it
+  is written by that callback, which Lightning runs after all others), at the step that reaches
+  ``trainer.max_steps`` (a mid-epoch position, so that a resume with a larger ``max_steps`` trains on),
+  every ``every_n_train_steps`` optimiser steps (mid-epoch resume points) and on Ctrl-C. (Lightning 2.6's
+  ``ModelCheckpoint(save_last=True)`` only refreshes ``last.ckpt`` when a new best is saved, so it would
+  resume from the best epoch, not the latest.) It turns the first Ctrl-C (SIGINT) into a clean stop: it
+  finishes the running step, writes ``last.ckpt`` on every process's agreement and raises
+  :class:`TrainingInterrupted`. A second Ctrl-C interrupts at once (Lightning's KeyboardInterrupt
+  handling, no checkpoint).
+* :class:`BestCheckpoint` writes ``best-*.ckpt`` with the model weights and the run config only (what
+  evaluate, Predictor, export and ``init_from`` read; a third of the full state with AdamW). When the
+  best and the last checkpoint are the same training state (the usual end of a run), the best name is a
+  hard link to ``last.ckpt``: one file on disk; when ``last.ckpt`` moves on, the best file is rewritten
+  with its weights only.
 * :class:`RNGState` stores the process's torch / numpy / python (and CUDA) generator states in each
   checkpoint and puts them back before the first resumed step, so dropout and other in-step randomness
   continue the uninterrupted stream. (Data order and augmentation do not depend on these states; see
@@ -17,6 +26,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
@@ -29,6 +39,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +65,62 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.fsync(f.fileno())  # the bytes are on disk before the name points at them
             os.replace(tmp, path)
             _fsync_dir(path.parent)  # ... and the rename itself survives a power cut
+        except OSError as err:
+            if isinstance(err, CheckpointWriteError):
+                raise
+            kept = "the previous file is intact" if path.is_file() else "nothing was written"
+            hint = " (disk full: free space there, then resume with ckpt_path=last)" \
+                if err.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+            raise CheckpointWriteError(
+                err.errno, f"could not write checkpoint {path}: {err.strerror or err}; {kept}{hint}"
+            ) from err
         finally:
             tmp.unlink(missing_ok=True)
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint save failed (e.g. the disk is full); ``str()`` is one line naming the file, the cause
+    and that the previous checkpoint was kept."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def hard_link(src: Path, dst: Path) -> bool:
+    """Make ``dst`` a hard link to ``src`` (atomically replacing ``dst``); False where the file system has
+    no hard links (then ``dst`` is left as it was)."""
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(f".{dst.name}{_TMP_MARK}{os.getpid()}")
+    try:
+        tmp.unlink(missing_ok=True)
+        os.link(src, tmp)
+        os.replace(tmp, dst)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        log.info("could not hard-link %s to %s (%s): keeping two files", dst, src, err)
+        return False
+    return True
+
+
+# what a weights-only checkpoint keeps (Lightning's own weights_only dump plus the datamodule position):
+# everything evaluate, Predictor, export and init_from read; no optimiser, schedule, callback or RNG state
+WEIGHTS_KEYS = ("epoch", "global_step", "pytorch-lightning_version", "state_dict", "loops", "hparams_name",
+                "hyper_parameters", "datamodule_hparams_name", "datamodule_hyper_parameters", "DenseDataModule")
+
+
+def is_weights_only(ckpt: dict) -> bool:
+    """A Lightning checkpoint saved with ``weights_only`` (its loop state, no optimiser state)."""
+    return isinstance(ckpt, dict) and "state_dict" in ckpt and "loops" in ckpt and "optimizer_states" not in ckpt
+
+
+def strip_to_weights(path: Path) -> None:
+    """Rewrite the checkpoint ``path`` with its weights and config only (atomically; a hard link at
+    ``path`` is replaced by a new file, the other names of the old file keep the full state)."""
+    path = Path(path)
+    ckpt = torch.load(str(path), map_location="cpu", weights_only=False, mmap=True)
+    if is_weights_only(ckpt):
+        return
+    AtomicCheckpointIO().save_checkpoint({k: ckpt[k] for k in WEIGHTS_KEYS if k in ckpt}, path)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -102,13 +167,16 @@ class TrainingInterrupted(Exception):
 
 
 class LastCheckpoint(pl.Callback):
-    """Write ``path`` (the run's ``last.ckpt``) at each epoch end, every ``every_n_train_steps`` optimiser
-    steps (0: only at epoch ends) and on a graceful Ctrl-C stop."""
+    """Write ``path`` (the run's ``last.ckpt``, full training state) at each epoch end, at the step that
+    reaches ``trainer.max_steps``, every ``every_n_train_steps`` optimiser steps (0: only at those points)
+    and on a graceful Ctrl-C stop. ``save_last=False``: only the ``every_n_train_steps`` and Ctrl-C saves
+    (such a run cannot be resumed or extended from its end)."""
 
-    def __init__(self, path: str | Path, every_n_train_steps: int = 0):
+    def __init__(self, path: str | Path, every_n_train_steps: int = 0, save_last: bool = True):
         if int(every_n_train_steps) < 0:
             raise ValueError(f"checkpoint.every_n_train_steps must be >= 0, got {every_n_train_steps}")
-        self.path, self.every = Path(path), int(every_n_train_steps)
+        self.path, self.every, self.save_last = Path(path), int(every_n_train_steps), bool(save_last)
+        self.best: BestCheckpoint | None = None  # set by BestCheckpoint(last=...): it saves the epoch ends
         self.stop_requested = False
         self._previous_handler = None
         self._fitting = False
@@ -159,6 +227,8 @@ class LastCheckpoint(pl.Callback):
         # every process calls it; the strategy writes on rank 0. Full state (optimiser, loops): resumable
         trainer.save_checkpoint(str(self.path), weights_only=False)
         self._saved_step = trainer.global_step
+        if self.best is not None and trainer.is_global_zero:
+            self.best.after_last_saved(trainer, self.path)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         stop = self.stop_requested
@@ -167,15 +237,89 @@ class LastCheckpoint(pl.Callback):
         # with gradient accumulation only the first batch end at a new global_step follows an optimiser
         # step; later ones (same step, already saved) are skipped by the _saved_step guard
         due = self.every > 0 and trainer.global_step > 0 and trainer.global_step % self.every == 0
-        if (due or stop) and trainer.global_step != self._saved_step:
+        # the step that reaches max_steps: saved here, as a mid-epoch position. Lightning then ends the epoch
+        # early and marks it done in the loop state; a checkpoint written at that epoch end would make a
+        # resume with a larger max_steps start the next epoch (or stop at max_epochs) instead of training on
+        final = self.save_last and 0 < trainer.max_steps <= trainer.global_step
+        if (due or stop or final) and trainer.global_step != self._saved_step:
             self._save(trainer)
         if stop:
             raise TrainingInterrupted(self.path, trainer.global_step)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # always (even if this step was saved at its batch end): the end-of-epoch validation has run by now,
-        # so the saved ModelCheckpoint state already knows whether this epoch gave a new best
-        self._save(trainer)
+        if self.best is None:
+            self.save_epoch_end(trainer)
+
+    def save_epoch_end(self, trainer: pl.Trainer) -> None:
+        """The epoch-end save: always, even if this step was saved at its batch end, since the end-of-epoch
+        validation and best-checkpoint bookkeeping have run by now and belong in the state - except when the
+        epoch was cut short by max_steps (that step's mid-epoch checkpoint is the resume point)."""
+        if not self.save_last:
+            return
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        cut_short = trainer.global_step == self._saved_step and progress.ready < trainer.num_training_batches
+        if not cut_short:
+            self._save(trainer)
+
+
+def check_finite_weights(pl_module: torch.nn.Module, step: int) -> None:
+    """Raise FloatingPointError naming the parameters that hold NaN or inf."""
+    bad = [name for name, p in pl_module.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise FloatingPointError(
+            f"non-finite weights after step {step} in {len(bad)} parameter(s) "
+            f"(e.g. {bad[:3]}); not writing a checkpoint of them. Lower optim.lr or enable trainer.gradient_clip_val."
+        )
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` for ``best-*.ckpt`` (save_top_k=1 on the task's monitor) that
+
+    * saves the weights and config only when ``weights_only`` (Lightning then skips the callbacks'
+      ``on_save_checkpoint``, so the finite-weights check runs here);
+    * counts the validations it saw during fitting (``validations``): no validation, no best;
+    * runs ``last``'s epoch-end save after its own bookkeeping (Lightning calls checkpoint callbacks after
+      all other callbacks; ``last.ckpt`` written before would not know this epoch's best, and a resumed
+      run would keep a stale best beside the new one and compare against nothing);
+    * with ``share_with_last``: when ``last.ckpt`` is written at the step of the best checkpoint, makes the
+      best name a hard link to it (one file on disk); when ``last.ckpt`` moves on, rewrites the best file
+      with its weights only (``strip_to_weights``), so it never holds a second copy of the training state.
+    """
+
+    def __init__(self, *args, last: LastCheckpoint | None = None, weights_only: bool = True,
+                 share_with_last: bool = True, **kwargs):
+        super().__init__(*args, save_weights_only=weights_only, **kwargs)
+        self.last, self.share_with_last = last, bool(share_with_last)
+        if last is not None:
+            last.best = self
+        self.validations = 0
+        self._best_step: int | None = None  # the global step of best_model_path, saved in this process
+        self._linked: str | None = None  # the best file that is now a hard link to last.ckpt
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.validations += 1
+        super().on_validation_end(trainer, pl_module)
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        check_finite_weights(trainer.lightning_module, trainer.global_step)
+        super()._save_checkpoint(trainer, filepath)
+        self._best_step = trainer.global_step
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self.last is not None:
+            self.last.save_epoch_end(trainer)
+
+    def after_last_saved(self, trainer: pl.Trainer, last_path: Path) -> None:
+        """Called on rank 0 right after ``last.ckpt`` was written at ``trainer.global_step``."""
+        linked, self._linked = self._linked, None
+        if linked and Path(linked).is_file() and self.save_weights_only:
+            strip_to_weights(Path(linked))  # the old last.ckpt state lives on under this name only
+        best = self.best_model_path
+        if (self.share_with_last and best and self._best_step == trainer.global_step and Path(best).is_file()
+                and hard_link(last_path, Path(best))):
+            self._linked = best
 
 
 class FiniteWeights(pl.Callback):
@@ -185,12 +329,7 @@ class FiniteWeights(pl.Callback):
     catches a finite loss whose update overflowed."""
 
     def on_save_checkpoint(self, trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
-        bad = [name for name, p in pl_module.named_parameters() if not torch.isfinite(p).all()]
-        if bad:
-            raise FloatingPointError(
-                f"non-finite weights after step {trainer.global_step} in {len(bad)} parameter(s) "
-                f"(e.g. {bad[:3]}); not writing a checkpoint of them. Lower optim.lr or enable trainer.gradient_clip_val."
-            )
+        check_finite_weights(pl_module, trainer.global_step)
 
 
 class RNGState(pl.Callback):
@@ -271,6 +410,12 @@ def check_resume_checkpoint(path: Path, config: dict) -> None:
         raise ValueError(f"ckpt_path: could not read {path}: {type(err).__name__}: {err}") from err
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ValueError(f"ckpt_path: {path} is not a Lightning checkpoint (no state_dict)")
+    if is_weights_only(ckpt):
+        raise ValueError(
+            f"ckpt_path: {path} holds model weights and config only (no optimiser, schedule or data position), "
+            f"so training cannot resume from it: resume from the run's last.ckpt (ckpt_path=last with "
+            f"output_dir=<its run dir>), or start a new run from these weights with init_from={path}"
+        )
     saved = (ckpt.get("hyper_parameters") or {}).get("config") or {}
     wanted = {part: (config.get(part) or {}).get("name") for part in ("task", "backbone", "head")}
     found = {part: (saved.get(part) or {}).get("name") for part in ("task", "backbone", "head")}

@@ -18,6 +18,8 @@ reverse (the adjoint of a linear recurrence), so autograd does not keep one node
 
 from __future__ import annotations
 
+import math
+import os
 from itertools import pairwise
 
 import torch
@@ -57,6 +59,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         raise ValueError(
             "selective_scan: complex A needs the mamba_ssm CUDA kernel; the PyTorch scan takes real A"
         )
+    if _use_compiled(u, delta, A, B, C, D, z, delta_bias):
+        return _selective_scan_compiled(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     return _selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
@@ -128,6 +132,148 @@ def _check(u, delta, A, B, C, D, z, delta_bias):
     for name, X, shape in (("D", D, (dim,)), ("delta_bias", delta_bias, (dim,)), ("z", z, tuple(u.shape))):
         if X is not None and tuple(X.shape) != shape:
             raise ValueError(f"selective_scan: {name} must have shape {shape}, got {tuple(X.shape)}")
+
+
+# --- compiled CPU scan (numba) --------------------------------------------------------------------
+
+_numba_mod = None  # densekit.ops_numba once imported; False when numba is missing or disabled
+# Segment length of the backward's checkpoints: the state is kept every K steps (K times less memory
+# than all states) and each segment is recomputed once in backward.
+_CKPT_STEPS = 64
+_MAX_BLOCK = 64  # channels per parallel job at most (4 AVX-512 vectors of float32)
+
+
+def _compiled():
+    """densekit.ops_numba, or None when numba is not installed or DENSEKIT_NUMBA=0."""
+    global _numba_mod
+    if _numba_mod is None:
+        _numba_mod = False
+        if os.environ.get("DENSEKIT_NUMBA", "1") != "0":
+            try:
+                from . import ops_numba
+
+                _numba_mod = ops_numba
+            except ImportError:
+                pass
+    return _numba_mod or None
+
+
+def _use_compiled(*tensors) -> bool:
+    """The compiled scan takes real CPU tensors outside tracing/export/torch.compile (numba cannot be
+    traced); anything else goes to the PyTorch scan."""
+    ts = [t for t in tensors if t is not None]
+    if any(t.device.type != "cpu" or t.is_complex() or not (t.is_floating_point()) for t in ts):
+        return False
+    if ts[0].numel() == 0 or torch.jit.is_tracing() or torch.jit.is_scripting():
+        return False
+    if torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+        return False
+    if any(type(t) is not torch.Tensor and not isinstance(t, torch.nn.Parameter) for t in ts):
+        return False  # tensor subclasses (fake/functional tensors, torch.func transforms) have no storage
+    return _compiled() is not None
+
+
+def _selective_scan_compiled(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    ct = torch.promote_types(u.dtype, torch.float32)
+    dt = delta.to(ct)
+    if delta_bias is not None:
+        dt = dt + delta_bias.to(ct)[:, None]
+    if delta_softplus:
+        dt = F.softplus(dt)
+    uc = u.to(ct)
+    args = (uc, dt, A.to(ct), B.to(ct), C.to(ct))
+    save = torch.is_grad_enabled() and any(t.requires_grad for t in args)
+    y = _CompiledScan.apply(*args, save)
+    return _finish(y, uc, D, z).to(u.dtype)
+
+
+def _bc_layout(X, batch, dim, length):
+    """B or C for the kernels: (per_channel, array, groups). Per channel: (Bb, Lb, N, D); per group:
+    (B, L, G, N)."""
+    if X.dim() == 2:  # (D, N) time-invariant
+        return True, X.t().contiguous().view(1, 1, X.shape[1], dim), dim  # (1, 1, N, D)
+    if X.dim() == 3:  # (B, N, L) shared by all channels
+        return False, X.permute(0, 2, 1).contiguous().view(batch, length, 1, X.shape[1]), 1  # (B, L, 1, N)
+    if X.shape[1] == dim:  # (B, D, N, L): one channel per group
+        return True, X.permute(0, 3, 2, 1).contiguous(), dim  # (B, L, N, D)
+    return False, X.permute(0, 3, 1, 2).contiguous(), X.shape[1]  # (B, L, G, N)
+
+
+def _block_width(batch, dim, groups_b, groups_c, threads):
+    """Channels per job: divides every group size (a block never straddles groups), at most _MAX_BLOCK,
+    and small enough to give each thread about two jobs unless that means fewer than 8 channels."""
+    cw = math.gcd(dim // groups_b if groups_b < dim else dim, dim // groups_c if groups_c < dim else dim)
+    divs = [w for w in range(1, min(cw, _MAX_BLOCK) + 1) if cw % w == 0]
+    floor_w = max(w for w in divs if w <= 8)
+    good = [w for w in divs if w >= floor_w and batch * (dim // w) >= 2 * threads]
+    return max(good) if good else floor_w
+
+
+class _CompiledScan(torch.autograd.Function):
+    """y = scan(u, dt, A, B, C) (no D, z: torch autograd handles those), forward and backward by the
+    numba kernels in densekit/ops_numba.py."""
+
+    @staticmethod
+    def forward(ctx, u, dt, A, B, C, save):
+        nb = _compiled()
+        batch, dim, length = u.shape
+        n = A.shape[1]
+        threads = nb.set_threads(torch.get_num_threads())
+        b_pc, Bx, gb = _bc_layout(B.detach(), batch, dim, length)
+        c_pc, Cx, gc = _bc_layout(C.detach(), batch, dim, length)
+        W = _block_width(batch, dim, gb if not b_pc else dim, gc if not c_pc else dim, threads)
+        K = _CKPT_STEPS
+        uT = u.detach().transpose(1, 2).contiguous()  # (B, L, D)
+        dtT = dt.detach().transpose(1, 2).contiguous()  # (B, L, D)
+        AT = A.detach().t().contiguous()  # (N, D)
+        yT = torch.empty_like(uT)  # (B, L, D)
+        nseg = (length + K - 1) // K if save else 0
+        ckpt = uT.new_empty(batch, nseg, n, dim)  # the state at the start of each K-step segment
+        nb.scan_forward(uT.numpy(), dtT.numpy(), AT.numpy(), Bx.numpy(), b_pc, Cx.numpy(), c_pc, W, K,
+                        yT.numpy(), ckpt.numpy(), save)
+        if save:
+            ctx.save_for_backward(uT, dtT, AT, Bx, Cx, ckpt)
+            ctx.meta = (b_pc, c_pc, gb, gc, W, K, tuple(B.shape), tuple(C.shape))
+        return yT.transpose(1, 2)  # (B, D, L), a view of the (B, L, D) buffer
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y):
+        nb = _compiled()
+        uT, dtT, AT, Bx, Cx, ckpt = ctx.saved_tensors
+        b_pc, c_pc, gb, gc, W, K, b_shape, c_shape = ctx.meta
+        batch, length, dim = uT.shape
+        n = AT.shape[0]
+        nb.set_threads(torch.get_num_threads())
+        nblk = dim // W
+        dyT = grad_y.transpose(1, 2).to(uT.dtype).contiguous()  # (B, L, D)
+        duT, ddtT = torch.empty_like(uT), torch.empty_like(uT)
+        dA_part = uT.new_empty(batch, n, dim)
+
+        def part(pc, X):  # per channel: (B, Lb, N, D); per group: the blocks' sums (B, nblk, L, N)
+            return uT.new_zeros(batch, X.shape[1], n, dim) if pc else uT.new_zeros(batch, nblk, length, n)
+
+        dB_part, dC_part = part(b_pc, Bx), part(c_pc, Cx)
+        nb.scan_backward(uT.numpy(), dtT.numpy(), AT.numpy(), Bx.numpy(), b_pc, Cx.numpy(), c_pc, W, K,
+                         ckpt.numpy(), dyT.numpy(), duT.numpy(), ddtT.numpy(), dA_part.numpy(),
+                         dB_part.numpy(), dC_part.numpy())
+        dA = dA_part.sum(0).t()  # (D, N)
+        return (duT.transpose(1, 2), ddtT.transpose(1, 2), dA,
+                _bc_grad(dB_part, b_pc, Bx, b_shape, gb, dim), _bc_grad(dC_part, c_pc, Cx, c_shape, gc, dim), None)
+
+
+def _bc_grad(part, per_channel, X, shape, groups, dim):
+    """The gradient of B or C in its original shape from the kernel's partial sums."""
+    batch = part.shape[0]
+    if per_channel:
+        if len(shape) == 2:  # (D, N) from (B, 1, N, D): summed over the batch
+            return part.sum(0)[0].t()
+        return part.permute(0, 3, 2, 1)  # (B, D, N, L) from (B, L, N, D)
+    nblk, length, n = part.shape[1:]
+    g = part.view(batch, groups, nblk // groups, length, n).sum(2)  # (B, G, L, N): blocks summed per group
+    if len(shape) == 3:
+        return g[:, 0].transpose(1, 2)  # (B, N, L)
+    return g.permute(0, 1, 3, 2)  # (B, G, N, L)
 
 
 # --- pure-PyTorch scan ----------------------------------------------------------------------------

@@ -8,21 +8,26 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shlex
 import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary, TQDMProgressBar
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelSummary
 
 from .checkpointing import (
-    AtomicCheckpointIO, FiniteWeights, LastCheckpoint, RNGState, TrainingInterrupted, check_resume_checkpoint,
-    remove_stale_temp_files, resolve_ckpt_path,
+    AtomicCheckpointIO, BestCheckpoint, FiniteWeights, LastCheckpoint, RNGState, TrainingInterrupted,
+    check_resume_checkpoint, remove_stale_temp_files, resolve_ckpt_path,
 )
 from .data import DenseDataModule, build_dataset
 from .errors import ConfigError
 from .inference import model_from_config
 from .runinfo import config_tree, run_name, write_git_info
+from .runs import (
+    AppendingCSVLogger, StepProgressBar, check_writable, claim_run_dir, dir_size, expected_checkpoint_bytes,
+    format_bytes, free_space_warning,
+)
 from .tasks import TASK_MODULES
 from .tasks.base import NONFINITE_POLICIES
 
@@ -81,7 +86,9 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def output_dir(cfg: DictConfig) -> Path:
-    """The run directory: ``cfg.output_dir`` if set, else the Hydra run directory."""
+    """The run directory: ``cfg.output_dir`` if set, else the Hydra run directory (conf/train.yaml makes
+    them one directory when output_dir is set). Created, and checked writable by writing a probe file: an
+    unwritable location is one PermissionError line naming it, before any data or model is built."""
     if cfg.get("output_dir"):
         path = Path(cfg.output_dir)
     else:
@@ -90,8 +97,7 @@ def output_dir(cfg: DictConfig) -> Path:
         if not HydraConfig.initialized():
             raise ValueError("no output_dir: set output_dir=... or run through train.py (Hydra)")
         path = Path(HydraConfig.get().runtime.output_dir)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return check_writable(path, "output_dir")
 
 
 _LOADER_KEYS = ("batch_size", "num_workers", "val_batch_size")
@@ -295,7 +301,8 @@ def build_logger(cfg: DictConfig, run_dir: Path):
         return False
     name = run_name(cfg.task.name, cfg.backbone.name, cfg.head.name, cfg.logger.get("run_name"))
     if kind == "csv":
-        return pl.loggers.CSVLogger(save_dir=str(run_dir), name="csv", version="")
+        # appends to <run_dir>/csv/metrics.csv when a run resumes (Lightning's CSVLogger would delete it)
+        return AppendingCSVLogger(save_dir=str(run_dir), name="csv", version="")
     if kind == "tensorboard":
         # <run_dir>/tensorboard/<run name>/events.out.tfevents.*: `tensorboard --logdir outputs` names runs
         return pl.loggers.TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=name,
@@ -330,9 +337,73 @@ def format_metrics(metrics: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+# What the latest train() call did, for densekit.sweeps.run_trial's result.json: "run_dir", "resumed_from",
+# "start_step", "global_step", "steps_trained", "best_checkpoint" (None without a monitored validation),
+# "last_checkpoint", "metrics_checkpoint" and "metrics_from" (which checkpoint the final metrics come from,
+# and why), "size_bytes", "warnings" (the run's and the task module's run_warnings), "notes" (the
+# datamodule's, and what was moved aside). Filled as the run goes: a failed run leaves what it knew.
+last_run: dict = {}
+
+RESUME_CHOICES = (None, False, "auto")
+
+
+def resume_point(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """The checkpoint to resume from: ``ckpt_path`` (``last`` = <run_dir>/checkpoints/last.ckpt), else with
+    ``resume=auto`` that last.ckpt when it exists, else None (a fresh run)."""
+    auto = cfg.get("resume")
+    if auto not in RESUME_CHOICES:
+        raise ConfigError(f"resume={auto!r}: expected auto (resume from <output_dir>/checkpoints/last.ckpt "
+                          f"if it exists, else start fresh) or null")
+    if cfg.get("ckpt_path"):
+        return resolve_ckpt_path(cfg.ckpt_path, run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    return last if auto == "auto" and last.is_file() else None
+
+
+def resume_command(run_dir: Path) -> str:
+    """A command line that resumes this run as printed: the run's own overrides (from Hydra when it runs
+    through train.py) with output_dir and ckpt_path=last in place of any earlier ones."""
+    from hydra.core.hydra_config import HydraConfig
+
+    own = ("output_dir", "ckpt_path", "resume", "overwrite")
+    if HydraConfig.initialized():
+        overrides = [o for o in HydraConfig.get().overrides.task if o.split("=", 1)[0].lstrip("+~") not in own]
+    else:
+        overrides = ["<the same overrides>"]
+    words = ["python", "train.py", *overrides, f"output_dir={Path(run_dir).resolve()}", "ckpt_path=last"]
+    return " ".join(w if w.startswith("<") else shlex.quote(w) for w in words)
+
+
+def _resume_warnings(cfg: DictConfig, resume: Path) -> tuple[int, list[str]]:
+    """(the checkpoint's global step, warnings about continuing it with this config)."""
+    import torch
+
+    ckpt = torch.load(str(resume), map_location="cpu", weights_only=False, mmap=True)
+    step = int(ckpt.get("global_step", 0))
+    saved = (ckpt.get("hyper_parameters") or {}).get("config") or {}
+    then, now = saved.get("trainer") or {}, _plain(cfg.trainer)
+    changed = [f"trainer.{k} {then.get(k)} -> {now.get(k)}" for k in ("max_steps", "max_epochs")
+               if k in then and then.get(k) != now.get(k)]
+    scheduler = (cfg.optim.get("scheduler") or "none") if cfg.get("optim") else "none"
+    if changed and scheduler != "none":
+        return step, [
+            f"resuming at step {step} with {', '.join(changed)}: the {scheduler} LR schedule's length follows "
+            f"the run's length, so from step {step} it follows the schedule of the new length (the first part "
+            f"ran on the shorter one; an uninterrupted run would differ; optim.scheduler=none keeps them equal)"
+        ]
+    return step, []
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Train per ``cfg``; returns the final validation metrics of the best checkpoint (plus
-    ``best_checkpoint`` path under the key ``"ckpt"`` in the printed summary)."""
+    """Train per ``cfg``; returns the final validation metrics, of the best checkpoint when a monitored
+    validation ran (else of last.ckpt; the printed summary and ``last_run`` say which and why)."""
+    last_run.clear()
+    run_warnings: list[str] = []
+    run_notes: list[str] = []
+    last_run.update(warnings=run_warnings, notes=run_notes)
+    from .config_schema import validate_config  # typed values first: a wrong one fails in seconds, by key
+
+    validate_config(_plain(cfg))
     check_config(cfg)
     if cfg.get("init_required") and not cfg.get("init_from"):
         raise ValueError(
@@ -344,11 +415,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if path and path != "last" and not Path(path).is_file():
             raise FileNotFoundError(f"{key}: checkpoint not found: {path}")
     trainer_kwargs = check_trainer(_plain(cfg.trainer))
-    run_dir = output_dir(cfg)
-    git = record_run(cfg, run_dir)
-    resume = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)  # "last": <run_dir>/checkpoints/last.ckpt
+    run_dir = output_dir(cfg)  # created and checked writable
+    last_run["run_dir"] = str(run_dir)
+    resume = resume_point(cfg, run_dir)  # ckpt_path=last / resume=auto: <run_dir>/checkpoints/last.ckpt
+    start_step = 0
     if resume is not None:
         check_resume_checkpoint(resume, _plain(cfg))
+        start_step, extend = _resume_warnings(cfg, resume)
+        run_warnings += extend
+    last_run.update(resumed_from=str(resume) if resume else None, start_step=start_step)
+    # a directory with a previous run's checkpoints: resume it, or refuse (RunDirInUse), or overwrite=true
+    # moves its files aside; before anything is written into it
+    for line in claim_run_dir(run_dir, resume, overwrite=bool(cfg.get("overwrite"))):
+        log.warning(line)
+        run_notes.append(line)
+    git = record_run(cfg, run_dir)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     names = check_data(cfg, datamodule)
@@ -358,10 +439,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = build_task(cfg, names, with_noc=with_noc)
     if cfg.get("init_from"):
         init_weights(module, cfg.init_from)
+    policy = {"every_n_train_steps": 0, "save_last": True, "best_weights_only": True, "share_best_with_last": True,
+              **_plain(cfg.get("checkpoint"))}
+    # the disk the checkpoints need, now that the parameter count is known (before any training)
+    moments = 2 if str(cfg.optim.get("name", "adamw")).startswith("adam") else 1
+    need = expected_checkpoint_bytes(sum(p.numel() for p in module.parameters()), moments,
+                                     bool(policy["best_weights_only"]))
+    low = free_space_warning(run_dir, need)
+    if low:
+        log.warning(low)
+        run_warnings.append(low)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     ckpt_dir = run_dir / "checkpoints"
-    checkpoint = ModelCheckpoint(
+    last = LastCheckpoint(ckpt_dir / "last.ckpt", every_n_train_steps=int(policy["every_n_train_steps"] or 0),
+                          save_last=bool(policy["save_last"]))
+    checkpoint = BestCheckpoint(
         dirpath=str(ckpt_dir),
         # no "=" in the name (Lightning's default would write best-epoch=00.ckpt): the path is then safe
         # to paste into a Hydra override such as init_from=... or ckpt_path=...
@@ -370,11 +463,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
         monitor=module.monitor,
         mode=module.monitor_mode,
         save_top_k=1,
-        save_last=False,  # last.ckpt belongs to LastCheckpoint (every epoch end, every n steps, Ctrl-C)
+        save_last=False,  # last.ckpt belongs to LastCheckpoint (epoch ends, max_steps, every n steps, Ctrl-C)
+        last=last,  # writes last.ckpt's epoch-end save after its own bookkeeping
+        weights_only=bool(policy["best_weights_only"]),
+        share_with_last=bool(policy["share_best_with_last"]),
     )
     logger = build_logger(cfg, run_dir)
-    every = int((cfg.get("checkpoint") or {}).get("every_n_train_steps") or 0)
-    last = LastCheckpoint(ckpt_dir / "last.ckpt", every_n_train_steps=every)
     callbacks = [checkpoint, last, RNGState(), FiniteWeights()]
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
@@ -382,8 +476,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer_kwargs.get("enable_model_summary", True):
         callbacks.append(ModelSummary(max_depth=2))  # params per part: model.backbone, model.head, ...
     if trainer_kwargs.get("enable_progress_bar", True):
-        # tqdm, not rich (picked when rich is installed): it also shows progress in logs and CI output
-        callbacks.append(TQDMProgressBar())
+        # tqdm, not rich (picked when rich is installed): it also shows progress in logs and CI output; its
+        # train total (and ETA) follows max_steps
+        callbacks.append(StepProgressBar())
     if ckpt_dir.is_dir():
         remove_stale_temp_files(ckpt_dir)  # left by a run killed while saving
     trainer = pl.Trainer(
@@ -397,18 +492,70 @@ def train(cfg: DictConfig) -> dict[str, float]:
     with warnings.catch_warnings():
         # The synthetic data is generated in the main process on purpose (it is cheaper than a worker).
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        # claim_run_dir has dealt with a used directory (resume, refuse or move aside)
+        warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
         except TrainingInterrupted as stop:
             print(f"\nInterrupted at step {stop.step}; last checkpoint: {stop.path}\n"
-                  f"Resume with: ckpt_path={stop.path}", flush=True)
+                  f"Resume with: {resume_command(run_dir)}", flush=True)
             # re-raised as Ctrl-C so that callers (a Hydra sweep) stop too, not go on to the next job
             raise KeyboardInterrupt from stop
-        best = checkpoint.best_model_path or (str(last.path) if last.path.is_file() else "")
-        results = trainer.validate(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        finally:
+            _collect_notes(module, datamodule, run_warnings, run_notes)
+        steps = trainer.global_step - start_step
+        last_run.update(global_step=trainer.global_step, steps_trained=steps)
+        if resume is not None and steps == 0:
+            run_warnings.append(
+                f"resumed at step {trainer.global_step}, which already meets trainer.max_steps="
+                f"{trainer.max_steps} / trainer.max_epochs={trainer.max_epochs}: trained 0 steps (raise them to "
+                f"train on)"
+            )
+        source, best, why = _metrics_checkpoint(checkpoint, last, module.monitor)
+        results = trainer.validate(module, datamodule=datamodule, ckpt_path=source, verbose=False)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items() if not math.isnan(float(v))}
-    print("\nFinal validation metrics (best checkpoint):")
-    print(format_metrics(metrics))
-    print(f"\nBest checkpoint: {best}")
-    print(f"Run directory:   {run_dir}")
+    size = dir_size(run_dir)
+    last_run.update(best_checkpoint=best, last_checkpoint=str(last.path) if last.path.is_file() else None,
+                    metrics_checkpoint=source, metrics_from=why, size_bytes=size)
+    if pl.utilities.rank_zero_only.rank == 0:
+        print(f"\nFinal validation metrics ({why}):")
+        print(format_metrics(metrics))
+        print()
+        if best:
+            print(f"Best checkpoint: {best}")
+        if last.path.is_file() and best and os.path.samefile(best, last.path):
+            print(f"Last checkpoint: {last.path}  (the same training state: one file under both names)")
+        elif last.path.is_file():
+            print(f"Last checkpoint: {last.path}  (full training state)")
+        if last.path.is_file():
+            print(f"Train on with:   {resume_command(run_dir)} and a larger trainer.max_steps / max_epochs")
+        print(f"Run directory:   {run_dir} ({format_bytes(size)})")
+        for title, lines in (("Warnings", run_warnings), ("Notes", run_notes)):
+            if lines:
+                print(f"{title}:\n" + "\n".join(f"  - {line}" for line in lines))
     return metrics
+
+
+def _collect_notes(module, datamodule, run_warnings: list[str], run_notes: list[str]) -> None:
+    """Add the task module's ``run_warnings`` and the datamodule's ``notes`` (each once) to the run's."""
+    for source, target in ((getattr(module, "run_warnings", None), run_warnings),
+                           (getattr(datamodule, "notes", None), run_notes)):
+        for line in source or []:
+            if line not in target:
+                target.append(str(line))
+
+
+def _metrics_checkpoint(checkpoint: BestCheckpoint, last: LastCheckpoint, monitor: str
+                        ) -> tuple[str | None, str | None, str]:
+    """(the checkpoint to compute the final metrics with, the best checkpoint or None, the summary's words
+    for where the metrics come from). "Best" only for a file the monitored validation chose."""
+    best = checkpoint.best_model_path
+    if best and Path(best).is_file():
+        return best, best, "best checkpoint"
+    if checkpoint.validations == 0:
+        why = "no validation ran during training, so there is no best"
+    else:
+        why = f"validation ran {checkpoint.validations}x but logged no {monitor}, so there is no best"
+    if last.path.is_file():
+        return str(last.path), None, f"{last.path.name}: {why}"
+    return None, None, f"the final weights in memory: {why}, and checkpoint.save_last=false wrote no last.ckpt"

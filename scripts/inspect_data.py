@@ -35,7 +35,23 @@ from omegaconf import DictConfig, OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from densekit.errors import ConfigError, DataError  # noqa: E402
+# densekit is imported only once the data is to be read (importing the package takes seconds), so that a
+# wrong option or a missing root is answered at once; its error kinds are recognised by name.
+
+
+class OptionError(ValueError):
+    """A wrong option of this script (exit status 2, like a config error)."""
+
+
+def exit_status(exc: BaseException) -> int | None:
+    """2 for config errors (densekit.errors.ConfigError, a wrong option), 1 for data errors (missing or
+    unreadable files, DataError, other ValueErrors), None for anything else (a bug: keep its traceback)."""
+    names = {c.__name__ for c in type(exc).__mro__}
+    if "ConfigError" in names or isinstance(exc, OptionError):
+        return 2
+    if isinstance(exc, (ValueError, FileNotFoundError, PermissionError)):
+        return 1
+    return None
 
 SCRIPT_DEFAULTS = {"max_samples": None, "budget": None, "splits": ["train", "val"], "json": None}
 # Hydra must write nothing: the run directory is the working directory (it exists), no .hydra output
@@ -56,14 +72,14 @@ def parse_script_args(argv: list[str]) -> tuple[dict, list[str]]:
         try:
             parsed = yaml.safe_load(value) if value else None
         except yaml.YAMLError:
-            raise ConfigError(f"{key}={value!r}: not a valid value") from None
+            raise OptionError(f"{key}={value!r}: not a valid value") from None
         if key in ("max_samples", "budget") and parsed is not None and (
                 isinstance(parsed, bool) or not isinstance(parsed, int) or parsed < 1):
-            raise ConfigError(f"{key}={value!r}: expected a positive integer or null")
+            raise OptionError(f"{key}={value!r}: expected a positive integer or null")
         if key == "splits":
             parsed = [parsed] if isinstance(parsed, str) else parsed
             if not isinstance(parsed, list) or not parsed or not all(isinstance(s, str) for s in parsed):
-                raise ConfigError(f"splits={value!r}: expected a list of split names, e.g. [train,val]")
+                raise OptionError(f"splits={value!r}: expected a list of split names, e.g. [train,val]")
         if key == "json" and parsed is not None:
             parsed = str(value)
         opts[key] = parsed
@@ -74,26 +90,29 @@ def parse_script_args(argv: list[str]) -> tuple[dict, list[str]]:
 
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0] if len(text.splitlines()) <= 1 else " ".join(t.strip() for t in text.splitlines()[:3])
+    lines = text.splitlines()
+    return lines[0] if len(lines) == 1 else " ".join(t.strip() for t in lines[:3])  # a listing: its head
 
 
 def inspect(cfg: DictConfig, opts: dict) -> str:
     """Fingerprint the configured data; returns the printed report."""
+    # a missing root is said before the slow imports below: a wrong path should take a second, not ten
+    root = cfg.data.get("root")
+    if root is not None and not Path(str(root)).expanduser().is_dir():
+        raise FileNotFoundError(f"data.root not found: {Path(str(root)).expanduser().resolve()} "
+                                f"(data={cfg.data.get('name')})")
     import torch
 
     from densekit.data import build_dataset
     from densekit.data.fingerprint import (
-        CPU_BUDGET, DEFAULT_MAX_SAMPLES, GPU_BUDGET, fingerprint, format_fingerprint, raw_listing, source_kind,
-        suggest,
+        CPU_BUDGET, DEFAULT_MAX_SAMPLES, GPU_BUDGET, fingerprint, format_fingerprint, raw_listing,
+        source_kind, suggest,
     )
     from densekit.train import split_data_config
 
     data = OmegaConf.to_container(cfg.data, resolve=True)
     name, kwargs, _, _ = split_data_config(data)
     kwargs = {k: v for k, v in kwargs.items() if v != "???"}  # a required value the reader can do without
-    root = kwargs.get("root")
-    if root is not None and not Path(root).expanduser().is_dir():
-        raise FileNotFoundError(f"data.root not found: {Path(root).expanduser().resolve()} (data={name})")
     task = cfg.task.name
     splits: dict[str, dict] = {}
     for split in opts["splits"]:
@@ -113,6 +132,8 @@ def inspect(cfg: DictConfig, opts: dict) -> str:
         splits[split] = fingerprint(dataset, max_samples=k)
     good = {s: v for s, v in splits.items() if "error" not in v}
     if not good:
+        from densekit.errors import DataError
+
         first = next(iter(splits.values()))["error"]
         raise DataError(f"data={name}: no split could be read: {first}")
     fp = {"data": name, "root": root, "task": task, "splits": splits}
@@ -143,22 +164,18 @@ def main(cfg: DictConfig) -> None:
     debug = os.environ.get("HYDRA_FULL_ERROR") == "1" or bool(cfg.get("debug", False))
     try:
         print(inspect(cfg, OPTS), end="")
-    except ConfigError as exc:
-        if debug:
+    except Exception as exc:
+        status = exit_status(exc)
+        if status is None or debug:
             raise
         print(f"inspect_data: {_one_line(exc)}", file=sys.stderr)
-        sys.exit(2)
-    except (ValueError, FileNotFoundError, PermissionError) as exc:
-        if debug:
-            raise
-        print(f"inspect_data: {_one_line(exc)}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(status)
 
 
 if __name__ == "__main__":
     try:
         OPTS, sys.argv[1:] = parse_script_args(sys.argv[1:])
-    except ConfigError as err:
+    except OptionError as err:
         print(f"inspect_data: {err}", file=sys.stderr)
         sys.exit(2)
     main()

@@ -1,7 +1,5 @@
 """densekit.Predictor on a real (smoke-trained) checkpoint: every input kind, sizes, batches, errors."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -102,21 +100,3 @@ def test_wrong_task_and_wrong_files(seg_predictor, tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
     with pytest.raises(ValueError, match="not a densekit checkpoint"):
         densekit.Predictor.from_checkpoint(tmp_path / "other.ckpt")
-
-
-@pytest.mark.slow
-def test_inference_notebook_executes(smoke_run, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
-    from nbclient import NotebookClient
-
-    run_dir, _, _ = smoke_run
-    monkeypatch.setenv("DENSEKIT_CKPT", str(next((run_dir / "checkpoints").glob("best-*.ckpt"))))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    path = Path(__file__).resolve().parents[1] / "notebooks" / "inference.ipynb"
-    nb = nbformat.read(path, as_version=4)
-    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit the notebook without outputs"
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
-    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "task=seg" in printed and printed.count("pixel accuracy") == 3
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
-    assert not errors

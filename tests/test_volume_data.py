@@ -383,13 +383,16 @@ def test_registry_and_config_files_build_the_datasets(tmp_path, compose):
         cfg = compose([f"data={name}", "data.size=[16,16,16]"] if name == "synthetic_volume" else
                       [f"data={name}", "data.patch=[8,8,8]"] + extra)
         data = OmegaConf.to_container(cfg.data, resolve=True)
-        assert data["num_classes"] == len(data["class_names"]) == 4
+        if name == "nifti_folder":  # classes come from the data (here the label values 0..3)
+            assert data["num_classes"] is None and data["class_names"] is None
+        else:
+            assert data["num_classes"] == len(data["class_names"]) == 4
         dname, kwargs, loader, lengths = split_data_config(data)
         for split in ("train", "val"):
             length = {} if lengths[split] is None else {"length": min(lengths[split], 2)}
             ds = build_dataset(dname, split, targets=("mask",), **length, **kwargs)
             s = ds[0]
             check_volume_sample(s)
-            assert s["image"].shape[0] == 4
+            assert s["image"].shape[0] == ds.in_channels == 4 and ds.num_classes == 4
             if split == "train":
                 assert s["mask"].shape == ((32, 32, 32) if name == "synthetic_volume" else (8, 8, 8))

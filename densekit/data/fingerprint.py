@@ -43,16 +43,16 @@ from PIL import Image
 from .schema import IGNORE_INDEX
 
 __all__ = [
-    "PERCENTILES", "RawFolder", "fingerprint", "format_fingerprint", "format_value", "quick_check", "raw_listing",
-    "sample_indices", "source_kind", "suggest",
+    "PERCENTILES", "RawFolder", "fingerprint", "format_fingerprint", "format_value", "quick_check",
+    "raw_listing", "sample_indices", "source_kind", "suggest",
 ]
 
 PERCENTILES = (0.5, 50.0, 99.5)
 KEEP_VALUES = 1 << 15  # intensity values kept per sample and channel (strided) for the percentiles
-DEFAULT_MAX_SAMPLES = {2: 64, 3: 16}  # what inspect_data reads by default: 16 BraTS cases take ~10 s
+DEFAULT_MAX_SAMPLES = {2: 64, 3: 16}  # inspect_data's default per split: volumes are decoded whole, so fewer
 MAX_LISTED_BAD = 50  # bad samples listed in the fingerprint (all are counted)
 # Memory budget of one training step, in pixels (2D: batch x H x W) or voxels (3D: batch x D x H x W).
-# CPU: the scale the embedded runs train at (8 x 128^2 .. 8 x 256^2; 2 x 48^3 takes ~1.8 s a step here);
+# CPU: about the scale the embedded runs train at (batch 8 at 128^2; 2 x 48^3 patches: ~1.8 s a step on 2 cores);
 # GPU: the public recipes' scale (8 x 512^2 for 2D, nnU-Net's 2 x 128^3 for 3D).
 CPU_BUDGET = {2: 8 * 256 * 256, 3: 2 * 64**3}
 GPU_BUDGET = {2: 8 * 512 * 512, 3: 2 * 128**3}
@@ -60,8 +60,9 @@ MAX_BATCH_2D = 16
 BATCH_3D = 2  # nnU-Net's batch: patches, not cases, fill an epoch
 IMBALANCE_RATIO = 10.0  # largest / smallest class pixel share above which class weights are suggested
 # The data key and value that select percentile intensity scaling for 16-bit / float images.
-INTENSITY_KEY = "data.intensity"
-INTENSITY_VALUE = "percentile"
+# (densekit.data.intensity: "auto" = 8-bit / 255, anything wider by the train split's 0.5-99.5 percentiles)
+INTENSITY_KEY = "data.intensity.mode"
+INTENSITY_VALUE = "auto"
 
 _MODE_DTYPE = {"1": "bool", "I;16": "uint16", "I;16L": "uint16", "I;16B": "uint16", "I;16N": "uint16",
                "I": "int32", "F": "float32"}
@@ -222,18 +223,21 @@ class _Collector:
             if fg is not None and fg.any():
                 self.foreground.setdefault(c, []).append(_keep(image[c][fg]))
 
-    def add_labels(self, raw: np.ndarray, lut: np.ndarray | None, num_classes: int | None, file) -> np.ndarray:
+    def add_labels(self, raw: np.ndarray, lut: np.ndarray | None, num_classes: int | None,
+                   file) -> np.ndarray:
         """Count raw values and train ids of one label map; returns the train ids (-1 = unknown value)."""
         raw = np.asarray(raw)
         if raw.dtype.kind == "f":
             raw = np.rint(raw)
         raw = raw.astype(np.int64)
         self.raw_labels.update(_counts(raw))
-        inside = (raw >= 0) & (raw < 256)
         if lut is not None:
-            ids = np.where(inside, np.asarray(lut)[np.clip(raw, 0, 255)], -1).astype(np.int64)
+            lut = np.asarray(lut)
+            inside = (raw >= 0) & (raw < lut.size)  # the reader's table (256 entries, more for 16-bit masks)
+            ids = np.where(inside, lut[np.clip(raw, 0, lut.size - 1)], -1).astype(np.int64)
         else:  # train ids already, or the folder convention: 0..K-1 classes, 255 ignore
-            known = (raw == IGNORE_INDEX) | ((raw >= 0) & (raw < num_classes if num_classes else inside))
+            below = (raw < num_classes) if num_classes else (raw < 256)
+            known = (raw == IGNORE_INDEX) | ((raw >= 0) & below)
             ids = np.where(known, raw, -1)
         counts = _counts(ids)
         self.ids.update(counts)
@@ -310,7 +314,8 @@ def _pair_stems(a: dict[str, Path], b: dict[str, Path], what_a: str, what_b: str
 def _stems(directory: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
     if not directory.is_dir():
         raise FileNotFoundError(f"folder not found: {directory.resolve()}")
-    return {p.stem: p for p in sorted(directory.iterdir()) if p.is_file() and p.name.lower().endswith(suffixes)}
+    return {p.stem: p for p in sorted(directory.iterdir())
+            if p.is_file() and p.name.lower().endswith(suffixes)}
 
 
 def _class_list(root: Path, classes) -> list[str] | None:
@@ -342,8 +347,8 @@ def raw_listing(name: str, split: str, data: dict, reader_error: str | None = No
         images = _stems(root / "images" / split, _IMAGE_SUFFIXES)
         depths = _stems(root / "depth" / split, (".png", ".npy"))
         pairs, lonely = _pair_stems(images, depths, "image", "depth map")
-        return RawFolder("depth", split, root, files=pairs, depth_scale=data.get("depth_scale"), unpaired=lonely,
-                         reader_error=reader_error)
+        return RawFolder("depth", split, root, files=pairs, depth_scale=data.get("depth_scale"),
+                         unpaired=lonely, reader_error=reader_error)
     if name == "nifti_folder":
         from .volumes import LABEL_CONVENTIONS, VOLUME_CLASS_NAMES, _select_split
 
@@ -370,8 +375,9 @@ def raw_listing(name: str, split: str, data: dict, reader_error: str | None = No
         n = data.get("channels") or (len(listed) if isinstance(listed, dict) and listed else None)
         n = n or (1 + max((max(ch) for ch in channels.values()), default=0))
         cases = sorted(set(channels) & set(labels))
-        chosen = _select_split(cases, split, None if data.get("split_file") is None else root / data["split_file"],
-                               int(data.get("fold", 0)), data.get("val_fraction", 0.2), int(data.get("seed", 0)),
+        split_file = None if data.get("split_file") is None else root / data["split_file"]
+        chosen = _select_split(cases, split, split_file, int(data.get("fold", 0)),
+                               data.get("val_fraction", 0.2), int(data.get("seed", 0)),
                                "NiftiFolder") if cases else []
         lonely = [(image_dir / c, f"case {c}: images without a label file in {label_dir}")
                   for c in sorted(set(channels) - set(labels))]
@@ -386,8 +392,10 @@ def raw_listing(name: str, split: str, data: dict, reader_error: str | None = No
             table = meta.get("labels") if isinstance(meta, dict) else None
             if not names and isinstance(table, dict):
                 try:
-                    by_id = ({int(v): str(k) for k, v in table.items()} if all(isinstance(v, int) for v in table.values())
-                             else {int(k): str(v) for k, v in table.items()})
+                    if all(isinstance(v, int) for v in table.values()):  # v2: {name: id}
+                        by_id = {int(v): str(k) for k, v in table.items()}
+                    else:  # v1: {"id": name}
+                        by_id = {int(k): str(v) for k, v in table.items()}
                     names = [by_id[k] for k in sorted(by_id)]
                 except (TypeError, ValueError):
                     names = None
@@ -483,7 +491,8 @@ def _read_depth(ds, i: int, col: _Collector, num_classes) -> None:
                     img.load()
                     raw = np.asarray(img)
         except (OSError, ValueError, SyntaxError) as exc:
-            raise _Bad(depth_path, f"{depth_path}: unreadable depth map ({type(exc).__name__}: {exc})") from None
+            raise _Bad(depth_path,
+                       f"{depth_path}: unreadable depth map ({type(exc).__name__}: {exc})") from None
         col.mask_dtypes[str(raw.dtype)] += 1
         scale = getattr(ds, "depth_scale", None)
         depth = raw.astype(np.float64) / (scale if scale and depth_path.suffix.lower() == ".png" else 1.0)
@@ -506,8 +515,8 @@ def _read_flow(ds, i: int, col: _Collector, num_classes) -> None:
     col.add_image(np.moveaxis(image, -1, 0), mode, dtype)  # (H, W, C) -> (C, H, W)
     image2, _, _ = read_image_raw(Path(f.image2))
     if image2.shape[:2] != image.shape[:2]:
-        raise _Bad(f.image2, f"{f.image2}: frame 2 is {image2.shape[1]}x{image2.shape[0]} (WxH) but frame 1 is "
-                             f"{image.shape[1]}x{image.shape[0]}")
+        raise _Bad(f.image2, f"{f.image2}: frame 2 is {image2.shape[1]}x{image2.shape[0]} (WxH) but frame 1 "
+                             f"is {image.shape[1]}x{image.shape[0]}")
     try:
         flow, valid = read_flow(f.flow)
     except (ValueError, OSError) as exc:
@@ -544,7 +553,8 @@ def _read_sample(ds, i: int, col: _Collector, num_classes) -> None:
     valid = _numpy(item["valid"]).astype(bool) if "valid" in item else None
     if "depth" in item:
         depth = _numpy(item["depth"])[0]
-        col.add_target("depth", depth, (valid if valid is not None else np.ones(depth.shape, bool)) & (depth > 0))
+        measured = valid if valid is not None else np.ones(depth.shape, bool)
+        col.add_target("depth", depth, measured & (depth > 0))
     if "flow" in item:
         flow = _numpy(item["flow"])  # (2, H, W)
         col.add_target("flow_magnitude", np.linalg.norm(flow, axis=0),
@@ -607,7 +617,7 @@ def _result(dataset, kind: str, n: int, col: _Collector, names, seconds: float) 
         elif col.targets.get("flow_magnitude"):
             kind = "flow"
     fp: dict = {
-        "dataset": type(dataset).__name__ if not isinstance(dataset, RawFolder) else f"{kind} folder (raw files)",
+        "dataset": f"{kind} folder (raw files)" if isinstance(dataset, RawFolder) else type(dataset).__name__,
         "split": str(getattr(dataset, "split", "")),
         "root": str(getattr(dataset, "root", "")) or None,
         "kind": kind, "ndim": ndim, "source": source,
@@ -622,15 +632,17 @@ def _result(dataset, kind: str, n: int, col: _Collector, names, seconds: float) 
     if ndim == 3:
         fp["spacing"] = _axis_stats(col.spacings)
         fp["orientation"] = dict(col.orientations)
-        fp["in_channels"] = (getattr(dataset, "channels", None) if isinstance(getattr(dataset, "channels", None), int)
-                             else (int(max(col.channels)) if col.channels else None))
+        said = getattr(dataset, "channels", None)  # the reader's count (dataset.json, or data.channels)
+        found = int(max(col.channels)) if col.channels else None
+        fp["in_channels"] = said if isinstance(said, int) else found
     intensity: dict = {"percentiles": list(PERCENTILES),
                        "channels": [_percentiles(col.values[c]) for c in sorted(col.values)]}
     # the stored range: the dtype's maximum when every sample has the same integer dtype
     intensity["dtype_max"] = _DTYPE_MAX.get(next(iter(col.dtypes))) if len(col.dtypes) == 1 else None
     if ndim == 3 and col.values:
         intensity["nonzero_fraction"] = _num(col.nonzero_voxels[0] / max(col.nonzero_voxels[1], 1), 4)
-        intensity["nonzero"] = [_percentiles(col.nonzero[c]) if c in col.nonzero else None for c in sorted(col.values)]
+        intensity["nonzero"] = [_percentiles(col.nonzero[c]) if c in col.nonzero else None
+                                for c in sorted(col.values)]
         fg = []
         for c in sorted(col.values):
             if c in col.foreground:
@@ -664,7 +676,8 @@ def _result(dataset, kind: str, n: int, col: _Collector, names, seconds: float) 
         fp[name] = {"percentiles": list(PERCENTILES), "values": _percentiles(chunks),
                     "valid_fraction": _num(col.target_valid[0] / max(col.target_valid[1], 1), 4)}
         if name == "depth":
-            fp[name]["unit"] = "m" if getattr(dataset, "depth_scale", None) or source == "samples" else "stored"
+            metres = getattr(dataset, "depth_scale", None) or source == "samples"
+            fp[name]["unit"] = "m" if metres else "stored"
     fp["bad"] = {"count": col.bad_count, "listed": col.bad}
     return fp
 
@@ -699,15 +712,17 @@ def _warnings(fp: dict) -> list[str]:
         fix = _binary_map(fp)
         if fix:
             (v, _), = fix.items()
-            out.append(f"masks hold only {_fmt_values({int(x) for x in labels['raw_values']})} with 2 classes: "
+            seen = _fmt_values({int(x) for x in labels["raw_values"]})
+            out.append(f"masks hold only {seen} with 2 classes: "
                        f"{v} is not class 1 ({'ignored' if v == IGNORE_INDEX else 'unknown'}); "
                        f"set data.label_map={{{v}:1}}")
         if labels["ignore_fraction"] > 0.5:
-            out.append(f"{100 * labels['ignore_fraction']:.1f}% of the label pixels are ignore ({IGNORE_INDEX})")
+            out.append(f"{100 * labels['ignore_fraction']:.1f}% of the label pixels are ignore "
+                       f"({IGNORE_INDEX})")
         if labels["unknown_fraction"] > 0:
             known = len(labels["class_names"])
-            out.append(f"label values outside 0..{known - 1} and {IGNORE_INDEX} in {len(labels['unknown_files'])}+ "
-                       f"file(s), e.g. {labels['unknown_files'][0]}")
+            out.append(f"label values outside 0..{known - 1} and {IGNORE_INDEX} in "
+                       f"{len(labels['unknown_files'])}+ file(s), e.g. {labels['unknown_files'][0]}")
         if labels["foreground_fraction"] == 0 and not fix:
             out.append("no foreground pixels (class > 0) in the samples read")
         absent = [n for n, p in zip(labels["class_names"], labels["class_presence"]) if p == 0]
@@ -716,8 +731,9 @@ def _warnings(fp: dict) -> list[str]:
     intensity = fp.get("intensity", {})
     if intensity.get("dtype_max") == 65535 and intensity.get("channels"):
         top = max(p[-1] for p in intensity["channels"])
-        out.append(f"16-bit images: p99.5 = {top:g} of 0..65535 ({100 * top / 65535:.2f}% of the range); dividing "
-                   f"by 65535 would make them near black")
+        out.append(f"16-bit images: p99.5 = {top:g} of 0..65535 ({100 * top / 65535:.2f}% of the range): "
+                   f"they need percentile scaling ({INTENSITY_KEY}=auto or percentile); divided by 65535 "
+                   f"they would be near black")
     size = fp.get("size")
     if fp["ndim"] == 3 and fp.get("spacing"):
         sp = fp["spacing"]["median"]
@@ -751,6 +767,13 @@ def _floor_to(x: float, m: int) -> int:
     return max(m, int(x // m) * m)
 
 
+def _side(x: float, m: int) -> int:
+    """A crop/patch side for a median side ``x``: the multiple of ``m`` below it, unless that drops more
+    than a quarter of the side (then the one above, padding less than it would cut)."""
+    down = _floor_to(x, m)
+    return down if down >= 0.75 * x else down + m
+
+
 def suggest(fp: dict, data_cfg: dict, task: str, *, config: dict | None = None, budget: int | None = None,
             cpus: int | None = None) -> dict[str, dict]:
     """Config overrides from a fingerprint (one split's, or ``{"splits": {...}}``: the train split's
@@ -775,30 +798,34 @@ def suggest(fp: dict, data_cfg: dict, task: str, *, config: dict | None = None, 
     files = train["source"] == "files"
     if ndim == 2:
         multiple = 64 if train["kind"] == "flow" else 32
-        h, w = (_floor_to(s, multiple) for s in median)
+        h, w = (_side(s, multiple) for s in median)
         if h * w * 2 > budget:  # at least batch 2 must fit: shrink both sides alike
             f = math.sqrt(budget / 2 / (h * w))
             h, w = _floor_to(h * f, multiple), _floor_to(w * f, multiple)
         crop_now = _get(data_cfg, "augment.crop")
         if files or crop_now is not None:
-            reason = (f"median image {median[0]:g} x {median[1]:g} (H x W) rounded down to a multiple of {multiple}")
+            reason = (f"median image {median[0]:g} x {median[1]:g} (H x W) to a multiple of {multiple}")
             if isinstance(crop_now, (list, tuple)) and len(crop_now) == 2:
                 ch, cw = int(crop_now[0]), int(crop_now[1])
+                if _get(data_cfg, "fit_crop"):  # the reader cuts the crop to the largest train image
+                    big = train["size"]["max"]
+                    ch, cw = min(ch, int(big[0])), min(cw, int(big[1]))
                 pad = 1 - min(median[0], ch) * min(median[1], cw) / (ch * cw)
                 if pad > 0.05:
                     reason += f"; the configured {ch} x {cw} crop would be {100 * pad:.0f}% padding"
             add("data.augment.crop", [h, w], reason)
         batch = max(1, min(MAX_BATCH_2D, budget // (h * w), n_train))
         add("data.batch_size", batch, f"{budget} px per step (batch x crop) fit {budget // (h * w)} crops of "
-                                      f"{h} x {w}; at most {MAX_BATCH_2D}, at most the {n_train} training samples")
+                                      f"{h} x {w}; at most {MAX_BATCH_2D}, at most the {n_train} training "
+                                      f"samples")
     else:
-        d, h, w = (_floor_to(s, 16) for s in median)
+        d, h, w = (_side(s, 16) for s in median)
         patch = [d, h, w]
         while patch[0] * patch[1] * patch[2] * BATCH_3D > budget and max(patch) > 16:
             axis = int(np.argmax(patch))
             patch[axis] -= 16  # shrink the longest side first (nnU-Net's rule)
-        add("data.patch", patch, f"median volume {' x '.join(f'{s:g}' for s in median)} (D x H x W) rounded down "
-                                 f"to multiples of 16, {BATCH_3D} patches within {budget} voxels per step")
+        add("data.patch", patch, f"median volume {' x '.join(f'{s:g}' for s in median)} (D x H x W) to "
+                                 f"multiples of 16, {BATCH_3D} patches within {budget} voxels per step")
         add("data.batch_size", BATCH_3D, "patches, not cases, fill an epoch: nnU-Net's batch of 2")
         channels = train.get("in_channels")
         if channels:
@@ -810,8 +837,8 @@ def suggest(fp: dict, data_cfg: dict, task: str, *, config: dict | None = None, 
     labels = train.get("labels")
     if labels:
         names = labels["class_names"]
-        if _get(data_cfg, "num_classes") in (None, "???") or (
-                isinstance(_get(data_cfg, "num_classes"), int) and _get(data_cfg, "num_classes") != len(names)):
+        given = _get(data_cfg, "num_classes")
+        if given == "???" or (isinstance(given, int) and given != len(names)):
             add("data.num_classes", len(names), f"the class list has {len(names)} names: {names[:6]}")
         pixels = list(labels["class_pixels"])
         fix = _binary_map(train)
@@ -823,7 +850,8 @@ def suggest(fp: dict, data_cfg: dict, task: str, *, config: dict | None = None, 
         total = sum(pixels)
         shares = [p / total for p in pixels] if total else []
         present = [s for s in shares if s > 0]
-        if len(present) >= 2 and max(present) / min(present) > IMBALANCE_RATIO:
+        # 2D only: the volume recipe's Dice + CE and foreground oversampling already balance the classes
+        if ndim == 2 and len(present) >= 2 and max(present) / min(present) > IMBALANCE_RATIO:
             med = float(np.median(present))
             weights = [round(med / s, 4) if s > 0 else 1.0 for s in shares]
             add("task.loss.class_weights", weights,
@@ -833,15 +861,15 @@ def suggest(fp: dict, data_cfg: dict, task: str, *, config: dict | None = None, 
                 add("task.loss.dice_weight", 1.0, "imbalanced classes: Dice counts every class alike")
     if ndim == 2:
         intensity = train.get("intensity", {})
-        if intensity.get("dtype_max") == 65535 or (files and "float32" in train.get("dtypes", {})):
+        wide = set(train.get("dtypes", {})) & {"uint16", "int32", "float32"}
+        if files and wide:
             chans = intensity.get("channels") or [[0, 0, 0]]
             lo, hi = min(p[0] for p in chans), max(p[-1] for p in chans)
+            top = {"uint16": 65535}.get(next(iter(wide)))
+            used = f" ({100 * hi / top:.2f}% of 0..{top})" if top else ""
             add(INTENSITY_KEY, INTENSITY_VALUE,
-                f"{'/'.join(train['dtypes'])} images with p0.5..p99.5 = {lo:g}..{hi:g}: scale by percentiles, "
-                f"not by the dtype maximum")
-        grey = set(train.get("channels", {})) == {"1"}
-        if grey and _get(config, "backbone.in_channels") not in (None, 1):
-            add("backbone.in_channels", 1, "single-channel (grey) images")
+                f"{'/'.join(sorted(wide))} images with p0.5..p99.5 = {lo:g}..{hi:g}{used}: scaled by "
+                f"percentiles of the train split, not by the dtype maximum")
     return out
 
 
@@ -876,8 +904,8 @@ def format_fingerprint(fp: dict, suggestions: dict | None = None) -> str:
             lines += [f"== {split}: not available ==", f"  {s['error']}", ""]
             continue
         axes = " x ".join(s["axes"])
-        lines.append(f"== {split}: {s['samples']} samples (read {s['read']}, {s['seconds']:g} s), {s['dataset']}, "
-                     f"{s['kind']} {s['ndim']}D from {s['source']} ==")
+        lines.append(f"== {split}: {s['samples']} samples (read {s['read']}, {s['seconds']:g} s), "
+                     f"{s['dataset']}, {s['kind']} {s['ndim']}D from {s['source']} ==")
         if s["length"] != s["samples"]:
             lines.append(f"  epoch length     {s['length']}")
         if s.get("size"):
@@ -900,7 +928,8 @@ def format_fingerprint(fp: dict, suggestions: dict | None = None) -> str:
             extra = ""
             if it.get("foreground") and it["foreground"][c]:
                 f = it["foreground"][c]
-                extra = f"   foreground {_fmt_pcts(f['percentiles'])} (mean {f['mean']:.4g}, std {f['std']:.4g})"
+                extra = (f"   foreground {_fmt_pcts(f['percentiles'])} "
+                         f"(mean {f['mean']:.4g}, std {f['std']:.4g})")
             lines.append(f"  intensity c{c}    p0.5 / p50 / p99.5 = {_fmt_pcts(p)}{extra}")
         if "nonzero_fraction" in it:
             lines.append(f"  nonzero voxels   {100 * it['nonzero_fraction']:.1f}%   modality guess "
@@ -913,8 +942,9 @@ def format_fingerprint(fp: dict, suggestions: dict | None = None) -> str:
             lines.append("  classes          " + "   ".join(
                 f"{n} {100 * f:.2f}% ({p}/{lab['labelled_samples']})"
                 for n, f, p in zip(lab["class_names"], lab["class_frequency"], lab["class_presence"])))
-            lines.append(f"  ignore           {100 * lab['ignore_fraction']:.2f}% of label pixels"
-                         + (f"; unknown values {100 * lab['unknown_fraction']:.2f}%" if lab["unknown_fraction"] else ""))
+            share = lab["unknown_fraction"]
+            unknown = f"; unknown values {100 * share:.2f}%" if share else ""
+            lines.append(f"  ignore           {100 * lab['ignore_fraction']:.2f}% of label pixels{unknown}")
         for name in ("depth", "flow_magnitude"):
             if name in s:
                 t = s[name]

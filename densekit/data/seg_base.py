@@ -28,6 +28,7 @@ from .transforms import apply_augment, build_augment, check_resize
 README = "datasets/README.md"
 log = logging.getLogger(__name__)
 CROP_SAMPLE = 64  # train image headers read to fit the crop (headers only: milliseconds)
+_SAID: set[str] = set()  # notes already logged by this process (train and val readers share some)
 
 
 class BadSampleWarning(UserWarning):
@@ -181,6 +182,8 @@ class SegDataset(Dataset):
         """Record ``text`` in ``self.notes`` and say it once in the log."""
         if text not in self.notes:
             self.notes.append(text)
+        if text not in _SAID:
+            _SAID.add(text)
             log.info("%s %s: %s", type(self).__name__, self.split, text)
 
     def _fit_crop(self, augment: dict, targets: tuple[str, ...]) -> None:

@@ -241,11 +241,12 @@ class FolderSeg(SegDataset):
             )
         return index[inverse.reshape(-1)].reshape(rgb.shape[:2]).astype(np.uint8)
 
-    def _binary_255_error(self, path: Path, detail: str) -> DataError:
+    def _binary_255_error(self, path: Path, values, detail: str) -> DataError:
         names = self.class_names
         fix = "{255:1}" if len(names) == 2 else "{255:<class id>} (e.g. {255:1})"
+        found = "{" + ", ".join(str(int(v)) for v in sorted(values)) + "}"
         return DataError(
-            f"{path}: mask values are only {{0, 255}} ({detail}) but the class list has {len(names)} classes "
+            f"{path}: mask values are only {found} ({detail}) but the class list has {len(names)} classes "
             f"({', '.join(names[:4])}{', ...' if len(names) > 4 else ''}): 255 would be read as ignore and "
             f"{names[1]!r} never trained or scored; if 255 marks a class set data.label_map={fix}, if 255 "
             f"really is ignore set data.label_map={{255:255}}"
@@ -253,17 +254,17 @@ class FolderSeg(SegDataset):
 
     def _watch_binary(self, raw: np.ndarray, path: Path, detail: str) -> None:
         """The 0/255 check of one mask's raw values (no label_map, K >= 2, no foreground seen yet)."""
-        if self.label_map is not None or self.num_classes < 2 or self._foreground_seen or self.colours is not None:
+        if self.label_map is not None or self.num_classes < 2 or self._foreground_seen:
             return
         values = np.unique(raw)
         if ((values != 0) & (values != IGNORE_INDEX)).any():
             self._foreground_seen = True
         elif IGNORE_INDEX in values:
-            raise self._binary_255_error(path, detail)
+            raise self._binary_255_error(path, values.tolist(), detail)
 
     def _check_mask_sample(self) -> None:
         """Read a sample of masks spread over the split: refuse 0/255 binary masks before training starts."""
-        if self.label_map is not None or self.num_classes < 2 or self.colours is not None:
+        if self.label_map is not None or self.num_classes < 2:
             return
         seen, first_255 = set(), None
         picks = spread(len(self.files), self.MASK_SAMPLE)
@@ -278,7 +279,7 @@ class FolderSeg(SegDataset):
         if seen - {0, IGNORE_INDEX}:
             self._foreground_seen = True
         elif first_255 is not None:
-            raise self._binary_255_error(first_255, f"in all {len(picks)} sampled masks of split {self.split!r}")
+            raise self._binary_255_error(first_255, seen, f"in all {len(picks)} sampled masks of split {self.split!r}")
 
     def encode(self, raw: np.ndarray, path: Path) -> np.ndarray:
         # on load too: the construction sample may have missed the 0/255 masks (a split of all-0 masks first)
@@ -307,8 +308,7 @@ class FolderSeg(SegDataset):
         if not rule.needs_dataset_range:
             return
         if rule.cfg["mode"] == "auto" and not any(is_wide(m) for m in modes):
-            if self.split == "train" or not modes:
-                return  # 8-bit only: / 255, nothing to measure
+            return  # 8-bit only: / 255, nothing to measure
         train_paths, where = self._train_image_sample()
         n = rule.measure(train_paths, self._raw_or_none)
         if n:
@@ -321,6 +321,7 @@ class FolderSeg(SegDataset):
         else:
             directory = self.root / "images" / "train"
             paths = list_files(directory, IMAGE_SUFFIXES, "images folder") if directory.is_dir() else []
+            paths.sort(key=lambda p: p.stem)  # the train reader's order (by stem), so both sample the same files
             if not paths:
                 return [self.files[i][0] for i in spread(len(self.files), SAMPLE)], self.split
         return [paths[i] for i in spread(len(paths), SAMPLE)], "train"

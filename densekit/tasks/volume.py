@@ -17,8 +17,11 @@ class VolumeTask(DenseTask):
     with MONAI's sliding-window inference (``inference.roi`` windows, ``overlap``, Gaussian blending) when a
     volume is larger than the window, so a volume never has to fit in memory whole.
 
-    ``labels``: the label convention for the BraTS region metrics ("brats2023", "brats2021" or None).
-    The monitored value is ``val/mDice`` (mean Dice over the foreground classes).
+    ``labels``: the label convention for the BraTS region metrics ("brats2023", "brats2021" or None), or
+    "auto" (``data=nifti_folder``'s default): the convention the reader found, e.g. from a BraTS table in
+    dataset.json, taken from the datamodule's val dataset in ``setup`` (``adopt_data_labels``); until
+    then, and without a datamodule, no regions. The monitored value is ``val/mDice`` (mean Dice over the
+    foreground classes).
     """
 
     monitor = "val/mDice"
@@ -44,13 +47,31 @@ class VolumeTask(DenseTask):
         inference = dict(inference or {})
         self.roi = tuple(int(r) for r in inference["roi"]) if inference.get("roi") else None
         self.overlap = float(inference.get("overlap", 0.5))
-        self.val_metrics = VolumeMetrics(self.num_classes, labels, self.class_names, **dict(metrics or {}))
+        self.labels_auto = labels == "auto"
+        self.metrics_cfg = dict(metrics or {})
+        self.val_metrics = VolumeMetrics(self.num_classes, None if self.labels_auto else labels, self.class_names,
+                                         **self.metrics_cfg)
+
+    def adopt_data_labels(self, dataset) -> None:
+        """With ``labels="auto"``: score the BraTS regions when ``dataset.labels`` (the convention its
+        reader resolved) is a BraTS convention; a dataset without the attribute changes nothing."""
+        if not self.labels_auto or not hasattr(dataset, "labels"):
+            return
+        if dataset.labels != self.val_metrics.labels:
+            self.val_metrics = VolumeMetrics(self.num_classes, dataset.labels, self.class_names, **self.metrics_cfg)
+
+    def setup(self, stage: str) -> None:
+        # Lightning sets up the datamodule first, then the module, then moves the module to its device
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        dataset = getattr(datamodule, "val_set", None) or getattr(datamodule, "train_set", None)
+        if dataset is not None:
+            self.adopt_data_labels(dataset)
 
     def forward_batch(self, batch: dict) -> torch.Tensor:
         x = batch["image"]
         if self.training or self.roi is None or all(s <= r for s, r in zip(x.shape[-3:], self.roi)):
             return self.model(x)
-        from monai.inferers import sliding_window_inference
+        from .._monai import sliding_window_inference  # MONAI, imported without its INFO noise
 
         return sliding_window_inference(x, self.roi, x.shape[0], self.model, overlap=self.overlap, mode="gaussian")
 
