@@ -296,6 +296,21 @@ class BestCheckpoint(ModelCheckpoint):
         self._best_step: int | None = None  # the global step of best_model_path, saved in this process
         self._linked: str | None = None  # the best file that is now a hard link to last.ckpt
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        # a run directory that was moved or copied (e.g. from a cluster) keeps its best: Lightning ignores the
+        # saved best-k bookkeeping when the absolute dirpath differs, so a resumed run would start a second best
+        saved, best = state_dict.get("dirpath"), state_dict.get("best_model_path")
+        if (saved and self.dirpath and os.path.abspath(saved) != os.path.abspath(self.dirpath) and best
+                and os.path.isfile(os.path.join(self.dirpath, os.path.basename(best)))):
+            def here(path):
+                return os.path.join(self.dirpath, os.path.basename(path)) if path else path
+
+            state_dict = {**state_dict, "dirpath": self.dirpath, "best_model_path": here(best),
+                          "kth_best_model_path": here(state_dict.get("kth_best_model_path")),
+                          "last_model_path": here(state_dict.get("last_model_path")),
+                          "best_k_models": {here(k): v for k, v in (state_dict.get("best_k_models") or {}).items()}}
+        super().load_state_dict(state_dict)
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
             self.validations += 1

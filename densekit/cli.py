@@ -119,14 +119,22 @@ def format_error(err: BaseException) -> tuple[str, str | None]:
         first = _lines(str(cause))[:1]
         if first and lines and first[0] not in lines[0]:
             lines[0] = f"{lines[0].rstrip('.')}: {first[0]}"
+    override = getattr(err, "override", None)  # Hydra's OverrideParseException: which argument
+    if isinstance(override, str) and lines and override not in lines[0]:
+        lines[0] = f"cannot parse the override {override!r}: {lines[0]}"
     if not lines:
         lines = [type(err).__name__]
     message, rest = lines[0], lines[1:]
     hint = None
     if rest:
         hint = rest[0]
-        if hint.endswith(":") and len(rest) > 1:  # a header and its list, one item per line
-            hint = f"{hint} {', '.join(rest[1:])}"
+        if hint.endswith(":") and len(rest) > 1:  # a header and its list, one item per line, to the next header
+            items = []
+            for line in rest[1:]:
+                if line.endswith(":"):
+                    break
+                items.append(line)
+            hint = f"{hint} {', '.join(items)}"
         elif len(rest) > 1:
             hint = f"{hint} ..."
     missing = re.match(r"Missing mandatory value: ([\w.]+)$", message)

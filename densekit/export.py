@@ -102,6 +102,34 @@ def reparameterize(
     return fused
 
 
+# -- the output file ---------------------------------------------------------------------------------------
+def check_output_path(path: str | Path, inputs: tuple = (), what: str = "output") -> Path:
+    """The file an export will write, checked before any model is built or exported: not one of ``inputs``
+    (e.g. the checkpoint it is exported from), not a directory, its directory created and writable (a probe
+    file is written and removed) and, if the file exists, replaceable. ``PermissionError`` / ``OSError``
+    naming ``what`` otherwise; returns the path."""
+    from .errors import ConfigError
+    from .runs import check_writable
+
+    path = Path(path).expanduser()
+    target = path.resolve()
+    for source in inputs:
+        if Path(source).expanduser().resolve() == target:
+            raise ConfigError(f"{what}={path} is the input {source} itself: the export would overwrite it; "
+                              f"choose another {what}=...")
+    if path.is_dir():
+        raise IsADirectoryError(f"{what}={path} is a directory; give a file name, e.g. {what}={path / 'model.onnx'}")
+    check_writable(path.parent, what=what)
+    if path.exists():
+        try:
+            with open(path, "ab"):  # opened for appending, nothing written: the file is unchanged
+                pass
+        except OSError as err:
+            raise PermissionError(f"{what}={path} exists and cannot be replaced ({err.strerror or err}); choose "
+                                  f"another {what}=...") from None
+    return path
+
+
 # -- inputs and names --------------------------------------------------------------------------------
 def io_names(task: str | None, example_inputs: tuple) -> tuple[tuple[str, ...], str]:
     """(input names, output name) for ``task``; without a task: image / image1,image2 / volume -> output."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import threading
 
 import numba
 import numpy as np
@@ -58,6 +59,13 @@ if CACHE_DIR is not None and CACHE_DIR != os.path.join(os.path.dirname(os.path.a
     # numba reads NUMBA_CACHE_DIR into its config at import; setting the config is what counts now
     numba.config.CACHE_DIR = CACHE_DIR
 _CACHE = CACHE_DIR is not None
+
+# numba's default pick here is its OpenMP layer, whose idle workers spin after each kernel: measured on
+# a busy 2-core machine, the torch ops between two scans ran 5-30x slower. The workqueue layer sleeps;
+# it may not be entered from two threads at once, hence the lock around every kernel call.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
+_LOCK = threading.Lock()
 
 
 def _jit(**kw):
@@ -175,12 +183,23 @@ def _scatter(X, per_channel, part, prod, acc, bi, blk, t, c0, W):
 # --- kernels ---------------------------------------------------------------------------------------
 
 
+# Each job's loops are a serial function of their own: inside a parfor body (prange) LLVM does not
+# vectorise them (measured 10x slower), as its own function it does.
+
+
 @_jit(parallel=True, fastmath=False)
 def _forward(uT, dtT, AT, Bx, b_pc, Cx, c_pc, W, K, yT, ckpt, save):
+    nblk = uT.shape[2] // W
+    for job in prange(uT.shape[0] * nblk):
+        _forward_job(uT, dtT, AT, Bx, b_pc, Cx, c_pc, W, K, yT, ckpt, save, job)
+
+
+@_jit(fastmath=False)
+def _forward_job(uT, dtT, AT, Bx, b_pc, Cx, c_pc, W, K, yT, ckpt, save, job):
     batch, length, d = uT.shape
     n = AT.shape[0]
     nblk = d // W
-    for job in prange(batch * nblk):
+    if True:
         bi = job // nblk
         c0 = (job % nblk) * W
         h = np.zeros((n, W), dtype=uT.dtype)
@@ -212,11 +231,18 @@ def _forward(uT, dtT, AT, Bx, b_pc, Cx, c_pc, W, K, yT, ckpt, save):
 
 @_jit(parallel=True, fastmath=False)
 def _backward(uT, dtT, AT, Bx, b_pc, Cx, c_pc, W, K, ckpt, dyT, duT, ddtT, dA_part, dB_part, dC_part):
+    nblk = uT.shape[2] // W
+    for job in prange(uT.shape[0] * nblk):
+        _backward_job(uT, dtT, AT, Bx, b_pc, Cx, c_pc, W, K, ckpt, dyT, duT, ddtT, dA_part, dB_part, dC_part, job)
+
+
+@_jit(fastmath=False)
+def _backward_job(uT, dtT, AT, Bx, b_pc, Cx, c_pc, W, K, ckpt, dyT, duT, ddtT, dA_part, dB_part, dC_part, job):
     batch, length, d = uT.shape
     n = AT.shape[0]
     nblk = d // W
     nseg = (length + K - 1) // K
-    for job in prange(batch * nblk):
+    if True:
         bi = job // nblk
         blk = job % nblk
         c0 = blk * W
@@ -295,7 +321,8 @@ def _backward(uT, dtT, AT, Bx, b_pc, Cx, c_pc, W, K, ckpt, dyT, duT, ddtT, dA_pa
 
 
 def set_threads(n: int) -> int:
-    """Use n threads (capped by numba's pool size); returns the number in use."""
+    """Use n threads (capped by numba's pool size); returns the number in use. numba's setting is per
+    calling thread, so it is set on every call."""
     n = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(n)
     return n
@@ -303,9 +330,11 @@ def set_threads(n: int) -> int:
 
 def scan_forward(uT, dtT, AT, Bx, b_pc, Cx, c_pc, W, K, yT, ckpt, save):
     """numpy arrays in, yT (and the checkpoints, when save) written in place."""
-    _forward(uT, dtT, AT, Bx, b_pc, Cx, c_pc, W, K, yT, ckpt, save)
+    with _LOCK:
+        _forward(uT, dtT, AT, Bx, b_pc, Cx, c_pc, W, K, yT, ckpt, save)
 
 
 def scan_backward(uT, dtT, AT, Bx, b_pc, Cx, c_pc, W, K, ckpt, dyT, duT, ddtT, dA_part, dB_part, dC_part):
     """numpy arrays in, the gradients (partial sums for A, B, C) written in place."""
-    _backward(uT, dtT, AT, Bx, b_pc, Cx, c_pc, W, K, ckpt, dyT, duT, ddtT, dA_part, dB_part, dC_part)
+    with _LOCK:
+        _backward(uT, dtT, AT, Bx, b_pc, Cx, c_pc, W, K, ckpt, dyT, duT, ddtT, dA_part, dB_part, dC_part)

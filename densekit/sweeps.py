@@ -3,8 +3,10 @@
 Part of the composition root (with ``densekit.train``): the only other module that imports Hydra.
 
 - ``run_trial(cfg)``: what the ``train.py`` shim calls. Trains, writes ``<run dir>/result.json`` (overrides,
-  status, objective, all final metrics, best checkpoint, wall time, git commit) for every trial, failed ones
-  included, and returns the objective: the float of ``cfg.task.monitor``. In a multirun a failing trial is
+  status, objective, all final metrics, the best checkpoint (null when no monitored validation chose one), the
+  last checkpoint, which checkpoint the metrics come from and why, the run's warnings and notes, the run
+  directory's size, wall time, git commit) for every trial, failed ones included (an earlier attempt's
+  result.json / error.txt are moved to ``previous-<time>/`` first), and returns the objective: the float of ``cfg.task.monitor``. In a multirun a failing trial is
   logged with its traceback (``<trial>/error.txt`` and the trial's Hydra log), recorded as status=failed in
   result.json, and returns the worst value for the sweep's direction (-inf when maximising, +inf when
   minimising) so that the sweep goes on. Not NaN: hydra-optuna-sweeper 1.2/1.3 crashes on a NaN return
@@ -68,12 +70,32 @@ def objective(metrics: dict[str, float], monitor: str) -> float:
 
 
 def _best_checkpoint(run_dir: Path) -> str | None:
-    """The run's best checkpoint (``checkpoints/best-*.ckpt``, newest), else ``last.ckpt``, else None."""
+    """The run's best checkpoint (``checkpoints/best-*.ckpt``, newest) or None: never last.ckpt, which is
+    not chosen by any validation (``last_checkpoint`` names it)."""
     ckpts = sorted((run_dir / "checkpoints").glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if ckpts:
-        return str(ckpts[-1])
+    return str(ckpts[-1]) if ckpts else None
+
+
+def _last_checkpoint(run_dir: Path) -> str | None:
     last = run_dir / "checkpoints" / "last.ckpt"
     return str(last) if last.is_file() else None
+
+
+def _run_facts(run_dir: Path, summary: dict) -> dict:
+    """The result.json fields that ``densekit.train.train`` leaves in ``last_run`` (checkpoints found on disk
+    when another ``train_fn`` ran)."""
+    facts = {
+        "best_checkpoint": summary.get("best_checkpoint", _best_checkpoint(run_dir)),
+        "last_checkpoint": summary.get("last_checkpoint", _last_checkpoint(run_dir)),
+        "metrics_checkpoint": summary.get("metrics_checkpoint"),
+        "metrics_from": summary.get("metrics_from"),
+        "resumed_from": summary.get("resumed_from"),
+        "steps_trained": summary.get("steps_trained"),
+        "size_bytes": summary.get("size_bytes"),
+        "warnings": list(summary.get("warnings") or []),
+        "notes": list(summary.get("notes") or []),
+    }
+    return facts
 
 
 def write_result(run_dir: Path, record: dict) -> Path:
@@ -88,7 +110,9 @@ def run_trial(cfg: DictConfig, train_fn=None) -> float:
     """Train per ``cfg`` (``train_fn`` defaults to ``densekit.train.train``), write ``result.json`` and return
     the objective: ``cfg.task.monitor``'s final value; the direction's worst value (``worst_value``) when the
     run failed in a sweep or the metric is missing."""
+    from . import train as train_module
     from .runinfo import git_info
+    from .runs import RECORD_FILES, RunDirInUse, set_aside
     from .train import output_dir, train
 
     train_fn = train_fn or train
@@ -110,15 +134,23 @@ def run_trial(cfg: DictConfig, train_fn=None) -> float:
         "git_commit": git_info()["commit"],
     }
     start = time.perf_counter()
+    train_module.last_run.clear()  # train() fills it; another train_fn leaves it empty
     try:
         metrics = train_fn(cfg)
+    except RunDirInUse as err:
+        # refused before anything was written: the directory and its records belong to the previous run
+        if not multirun:
+            raise
+        log.error("trial %s refused: %s", trial, err)
+        return worst_value(record["direction"])
     except Exception as err:
         text = traceback.format_exc()
+        set_aside(run_dir, RECORD_FILES)  # an earlier attempt's records (if train() did not move them)
         (run_dir / ERROR_FILE).write_text(text)
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         record.update(status="failed", error=f"{type(err).__name__}: {first}",
                       wall_time_s=round(time.perf_counter() - start, 3),
-                      best_checkpoint=_best_checkpoint(run_dir))
+                      **_run_facts(run_dir, train_module.last_run))
         write_result(run_dir, record)
         if not multirun:
             raise
@@ -126,17 +158,19 @@ def run_trial(cfg: DictConfig, train_fn=None) -> float:
                   trial, record["error"], run_dir / ERROR_FILE, text)
         return worst_value(record["direction"])
     except BaseException:  # Ctrl-C / TrainingInterrupted: record it, then stop the whole sweep
+        set_aside(run_dir, RECORD_FILES)
         record.update(status="interrupted", wall_time_s=round(time.perf_counter() - start, 3),
-                      best_checkpoint=_best_checkpoint(run_dir))
+                      **_run_facts(run_dir, train_module.last_run))
         write_result(run_dir, record)
         raise
+    set_aside(run_dir, RECORD_FILES)  # a no-op after train(), which moved an earlier attempt's records aside
     value = objective(metrics, monitor)
     record.update(
         status="ok" if math.isfinite(value) else "no_objective",
         objective=value,
         metrics={k: float(v) for k, v in metrics.items()},
-        best_checkpoint=_best_checkpoint(run_dir),
         wall_time_s=round(time.perf_counter() - start, 3),
+        **_run_facts(run_dir, train_module.last_run),
     )
     if not math.isfinite(value):
         record["error"] = f"the monitored metric {monitor} is missing or not finite in the final metrics"

@@ -10,6 +10,11 @@ from the checkpoint. The model is re-parameterised (MobileOne/RepMixer branches 
 ``dynamic=false``), then run on a random test input: the max abs difference to eager (also at a second size
 when dynamic) and the eager vs ONNX Runtime (or TorchScript) latency medians are printed. The default output
 sits next to the checkpoint: ``<ckpt stem>.onnx`` / ``.ts``.
+
+Checked before the model is loaded: every option's type (booleans are ``true``/``false`` only) and that the
+output location is writable (a probe file; an existing output must be replaceable) and is not the checkpoint.
+Errors are one line (exit status 2 for a wrong option, 1 for a missing/unreadable/unwritable file);
+``debug=true`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -23,9 +28,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from densekit.cli import run_script  # noqa: E402
+from densekit.config_schema import boolean, check_value, choice, integer, nullable, string  # noqa: E402
+from densekit.errors import ConfigError, DataError  # noqa: E402
 from densekit.export import (  # noqa: E402
     DEFAULT_OPSET,
     PARITY_ATOL,
+    check_output_path,
     check_parity,
     example_inputs_for,
     export_onnx,
@@ -40,44 +49,79 @@ DEFAULTS = {"format": "onnx", "output": None, "height": 512, "width": 512, "dyna
             "reparameterize": True, "device": "cpu", "opset": DEFAULT_OPSET, "dynamo": False, "repeats": 5,
             "threads": None, "depth": None}
 SUFFIX = {"onnx": ".onnx", "torchscript": ".ts"}
+USAGE = "usage: python scripts/export.py ckpt=<path> [key=value ...] (options: the docstring of scripts/export.py)"
+# What each option takes (densekit.config_schema rules): booleans are true/false only.
+OPTIONS = {
+    "ckpt": string("a checkpoint file"),
+    "format": choice(*SUFFIX),
+    "output": nullable(string("a file path")),
+    "height": integer(1, what="a positive integer"),
+    "width": integer(1, what="a positive integer"),
+    "dynamic": boolean(),
+    "reparameterize": boolean(),
+    "device": string("a torch device (cpu, cuda)"),
+    "opset": integer(7, what="an ONNX opset >= 7"),
+    "dynamo": boolean(),
+    "repeats": integer(0, what="an integer >= 0"),
+    "threads": nullable(integer(1, what="a positive integer")),
+    "depth": nullable(integer(1, what="a positive integer")),
+}
+RAW = ("ckpt", "output", "device")  # taken as written: a file called 'true' or '17' stays a path
 
 
-def _usage(msg: str) -> SystemExit:
-    return SystemExit(f"{msg}\n\n{__doc__}")
+def parse_value(key: str, text: str):
+    rule = OPTIONS[key]
+    low = text.strip().lower()
+    if low in ("null", "none", "~") and rule.check(None) is None:
+        return None
+    if key in RAW:
+        value = text
+    elif rule.expected == "true or false":  # YAML would also take yes/no/on/off
+        if low not in ("true", "false"):
+            raise ConfigError(f"{key}={text}: expected true or false, got {text!r}")
+        value = low == "true"
+    else:
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+    problem = check_value(key, value, rule)
+    if problem:
+        raise ConfigError(problem)
+    return value
 
 
 def parse_args(argv: list[str]) -> dict:
     opts = dict(DEFAULTS)
     for arg in argv:
         if "=" not in arg:
-            raise _usage(f"arguments are key=value; got {arg!r}")
+            raise ConfigError(f"arguments are key=value; got {arg!r}\n{USAGE}")
         key, value = arg.split("=", 1)
-        if key != "ckpt" and key not in DEFAULTS:
-            raise _usage(f"unknown option {key!r}; expected ckpt or one of {sorted(DEFAULTS)}")
-        opts[key] = value if key in ("ckpt", "output") else yaml.safe_load(value)
+        if key not in OPTIONS:
+            raise ConfigError(f"unknown option {key!r}; expected ckpt or one of {sorted(DEFAULTS)}\n{USAGE}")
+        opts[key] = parse_value(key, value)
     if "ckpt" not in opts:
-        raise _usage("missing ckpt=<path>")
-    if opts["format"] not in SUFFIX:
-        raise _usage(f"format must be one of {sorted(SUFFIX)}, got {opts['format']!r}")
-    for key in ("height", "width", "opset", "repeats"):
-        value, least = opts[key], 0 if key == "repeats" else 1
-        if not isinstance(value, int) or isinstance(value, bool) or value < least:
-            raise _usage(f"{key} must be a positive integer, got {opts[key]!r}")
-    for key in ("dynamic", "reparameterize", "dynamo"):
-        if not isinstance(opts[key], bool):
-            raise _usage(f"{key} must be true or false, got {opts[key]!r}")
+        raise ConfigError(f"missing ckpt=<path>\n{USAGE}")
     return opts
 
 
+def output_path(opts: dict) -> Path:
+    """Where the export goes (default: beside the checkpoint), checked writable before any model is built."""
+    ckpt = Path(opts["ckpt"]).expanduser()
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {ckpt}" + (" (a directory)" if ckpt.is_dir() else ""))
+    output = Path(opts["output"]).expanduser() if opts["output"] else ckpt.with_suffix(SUFFIX[opts["format"]])
+    return check_output_path(output, inputs=(ckpt,), what="output")
+
+
 def export(opts: dict) -> dict:
-    """Load, (re-parameterise,) export, check; returns a report dict (also printed)."""
+    """Check the output location, load, (re-parameterise,) export, check; returns a report dict (also printed)."""
+    output = output_path(opts)
     try:
         model, config = load_checkpoint_model(opts["ckpt"], opts["device"])
-    except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"error: {err}") from None
+    except ValueError as err:
+        raise DataError(str(err)) from None
     task = config["task"]["name"]
-    ckpt = Path(opts["ckpt"])
-    output = Path(opts["output"]) if opts["output"] else ckpt.with_suffix(SUFFIX[opts["format"]])
     inputs = example_inputs_for(config, opts["height"], opts["width"], depth=opts["depth"])
     device_inputs = tuple(x.to(opts["device"]) for x in inputs)
     report: dict = {"task": task, "format": opts["format"], "output": str(output)}
@@ -119,7 +163,7 @@ def export(opts: dict) -> dict:
               f"| {name} {parity['exported_ms']:.1f} ms | speedup {parity['speedup']:.2f}x")
     report["ok"] = ok
     if not ok:
-        raise SystemExit(f"error: {output} does not match the eager model (see the differences above)")
+        raise DataError(f"{output} does not match the eager model (see the differences above)")
     return report
 
 
@@ -128,4 +172,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

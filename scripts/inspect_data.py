@@ -16,15 +16,16 @@ Options of this script (not config keys of train.py):
   splits       which splits to read (default [train, val])
   json         also write the fingerprint and the suggestions to this JSON file
 
-It writes nothing else: no Hydra run directory, no .hydra folder, no log file. User errors (a missing
-root, a wrong option) are one line on stderr, exit status 2 for config errors and 1 for data errors;
-``HYDRA_FULL_ERROR=1`` shows the traceback.
+It writes nothing else: no Hydra run directory, no .hydra folder, no log file. Errors are reported as in
+train.py (``densekit.cli``): a user error (a missing root, a wrong option or override) is one line on stderr,
+exit status 2 for config errors and 1 for data errors; ``HYDRA_FULL_ERROR=1`` or ``debug=true`` shows the
+traceback. A split the reader refuses (e.g. 0/255 masks without ``data.label_map``) is not an error here: a
+folder layout's raw files are measured instead and the reader's message is shown as a warning.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -35,23 +36,8 @@ from omegaconf import DictConfig, OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# densekit is imported only once the data is to be read (importing the package takes seconds), so that a
-# wrong option or a missing root is answered at once; its error kinds are recognised by name.
-
-
-class OptionError(ValueError):
-    """A wrong option of this script (exit status 2, like a config error)."""
-
-
-def exit_status(exc: BaseException) -> int | None:
-    """2 for config errors (densekit.errors.ConfigError, a wrong option), 1 for data errors (missing or
-    unreadable files, DataError, other ValueErrors), None for anything else (a bug: keep its traceback)."""
-    names = {c.__name__ for c in type(exc).__mro__}
-    if "ConfigError" in names or isinstance(exc, OptionError):
-        return 2
-    if isinstance(exc, (ValueError, FileNotFoundError, PermissionError)):
-        return 1
-    return None
+from densekit.cli import hydra_entry, report_errors  # noqa: E402
+from densekit.errors import ConfigError, DataError  # noqa: E402
 
 SCRIPT_DEFAULTS = {"max_samples": None, "budget": None, "splits": ["train", "val"], "json": None}
 # Hydra must write nothing: the run directory is the working directory (it exists), no .hydra output
@@ -72,14 +58,14 @@ def parse_script_args(argv: list[str]) -> tuple[dict, list[str]]:
         try:
             parsed = yaml.safe_load(value) if value else None
         except yaml.YAMLError:
-            raise OptionError(f"{key}={value!r}: not a valid value") from None
+            raise ConfigError(f"{key}={value!r}: not a valid value") from None
         if key in ("max_samples", "budget") and parsed is not None and (
                 isinstance(parsed, bool) or not isinstance(parsed, int) or parsed < 1):
-            raise OptionError(f"{key}={value!r}: expected a positive integer or null")
+            raise ConfigError(f"{key}={value!r}: expected a positive integer or null")
         if key == "splits":
             parsed = [parsed] if isinstance(parsed, str) else parsed
             if not isinstance(parsed, list) or not parsed or not all(isinstance(s, str) for s in parsed):
-                raise OptionError(f"splits={value!r}: expected a list of split names, e.g. [train,val]")
+                raise ConfigError(f"splits={value!r}: expected a list of split names, e.g. [train,val]")
         if key == "json" and parsed is not None:
             parsed = str(value)
         opts[key] = parsed
@@ -96,7 +82,7 @@ def _one_line(exc: BaseException) -> str:
 
 def inspect(cfg: DictConfig, opts: dict) -> str:
     """Fingerprint the configured data; returns the printed report."""
-    # a missing root is said before the slow imports below: a wrong path should take a second, not ten
+    # a wrong path is said before the slow imports below (Lightning, the readers)
     root = cfg.data.get("root")
     if root is not None and not Path(str(root)).expanduser().is_dir():
         raise FileNotFoundError(f"data.root not found: {Path(str(root)).expanduser().resolve()} "
@@ -118,6 +104,8 @@ def inspect(cfg: DictConfig, opts: dict) -> str:
     for split in opts["splits"]:
         try:
             dataset = build_dataset(name, split, targets=tuple(cfg.task.targets), **kwargs)
+        except ConfigError:
+            raise  # a wrong config value is the user's to fix, not a finding about the data
         except (ValueError, FileNotFoundError, TypeError) as exc:
             # the reader refused (e.g. 0/255 masks): measure the raw files of a folder layout instead
             reason = _one_line(exc)
@@ -132,8 +120,6 @@ def inspect(cfg: DictConfig, opts: dict) -> str:
         splits[split] = fingerprint(dataset, max_samples=k)
     good = {s: v for s, v in splits.items() if "error" not in v}
     if not good:
-        from densekit.errors import DataError
-
         first = next(iter(splits.values()))["error"]
         raise DataError(f"data={name}: no split could be read: {first}")
     fp = {"data": name, "root": root, "task": task, "splits": splits}
@@ -161,21 +147,11 @@ def inspect(cfg: DictConfig, opts: dict) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    debug = os.environ.get("HYDRA_FULL_ERROR") == "1" or bool(cfg.get("debug", False))
-    try:
+    with report_errors():  # a user error: one line on stderr, exit 2 (config) or 1 (data)
         print(inspect(cfg, OPTS), end="")
-    except Exception as exc:
-        status = exit_status(exc)
-        if status is None or debug:
-            raise
-        print(f"inspect_data: {_one_line(exc)}", file=sys.stderr)
-        sys.exit(status)
 
 
 if __name__ == "__main__":
-    try:
+    with report_errors():
         OPTS, sys.argv[1:] = parse_script_args(sys.argv[1:])
-    except OptionError as err:
-        print(f"inspect_data: {err}", file=sys.stderr)
-        sys.exit(2)
-    main()
+    hydra_entry(main)

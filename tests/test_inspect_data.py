@@ -152,12 +152,16 @@ def test_script_errors_are_one_line(tmp_path):
     elapsed = time.perf_counter() - t0
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        f"inspect_data: data.root not found: {(tmp_path / 'nowhere').resolve()} (data=folder)"]
-    assert elapsed < 30  # answered before densekit is imported (about a second on an idle machine)
+        f"error: data.root not found: {(tmp_path / 'nowhere').resolve()} (data=folder)"]
+    assert elapsed < 60  # answered before the readers and Lightning are imported
     proc = run_script(tmp_path, "data=folder", "max_samples=abc")
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "inspect_data: max_samples='abc': expected a positive integer or null"
-    assert_wrote_nothing(tmp_path, before)
+    assert proc.stderr.strip() == "error: max_samples='abc': expected a positive integer or null"
+    make_binary_folder(tmp_path / "data", n_train=1, n_val=1)
+    proc = run_script(tmp_path, "data=folder", "data.root=data", "data.label_map={255:7}")  # class 7 of 2
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: data.label_map: 255: 7 is not a train id"), proc.stderr
+    assert_wrote_nothing(tmp_path, before | {"data"})
 
 
 # -- the API ---------------------------------------------------------------------------------------------
@@ -259,3 +263,42 @@ def test_helpers():
     assert sample_indices(3, 64) == [0, 1, 2] and sample_indices(5, 1) == [0] and sample_indices(0, 4) == []
     assert format_value({255: 1}) == "{255:1}" and format_value([64, 96]) == "[64,96]"
     assert format_value(True) == "true" and format_value(None) == "null" and format_value(0.52631) == "0.5263"
+
+
+def test_fingerprint_looks_through_a_repeating_wrapper(tmp_path):
+    from densekit.data.datamodule import Repeated
+
+    root = make_grey16_folder(tmp_path / "g16")
+    fp = fingerprint(Repeated(build_dataset("folder", "train", root=str(root)), 12))
+    assert (fp["dataset"], fp["source"], fp["samples"], fp["length"]) == ("FolderSeg", "files", 3, 12)
+    assert fp["dtypes"] == {"uint16": 3}  # the files, not the float tensors the wrapper serves
+
+
+def test_fingerprint_depth_and_flow_folders(tmp_path):
+    from densekit.io import write_flo
+
+    depth_root, flow_root = tmp_path / "depth", tmp_path / "flow"
+    for split in ("train", "val"):
+        (depth_root / "images" / split).mkdir(parents=True)
+        (depth_root / "depth" / split).mkdir(parents=True)
+        (flow_root / split).mkdir(parents=True)
+        for i in range(2):
+            grey = np.full((40, 56, 3), 90, np.uint8)
+            Image.fromarray(grey).save(depth_root / "images" / split / f"d{i}.png")
+            depth = np.full((40, 56), 2500, np.uint16)  # 2.5 m in millimetres
+            depth[:10] = 0  # a quarter without measurement
+            Image.fromarray(depth).save(depth_root / "depth" / split / f"d{i}.png")
+            for frame in (1, 2):
+                frame_rgb = np.full((48, 64, 3), 90, np.uint8)
+                Image.fromarray(frame_rgb).save(flow_root / split / f"p{i}_img{frame}.png")
+            flow = np.zeros((48, 64, 2), np.float32)
+            flow[..., 0], flow[..., 1] = 3, 4  # |(3, 4)| = 5 px
+            write_flo(flow_root / split / f"p{i}_flow.flo", flow)
+    fp = fingerprint(build_dataset("depth_folder", "train", root=str(depth_root), depth_scale=1000,
+                                   targets=("depth",)))
+    assert fp["kind"] == "depth" and fp["target_dtypes"] == {"uint16": 2}
+    assert fp["depth"]["values"] == [2.5, 2.5, 2.5] and fp["depth"]["valid_fraction"] == 0.75
+    assert suggest(fp, {"name": "depth_folder"}, "depth")["data.augment.crop"]["value"] == [32, 64]
+    fp = fingerprint(build_dataset("flow_folder", "train", root=str(flow_root), targets=("flow",)))
+    assert fp["kind"] == "flow" and fp["flow_magnitude"]["values"] == [5.0, 5.0, 5.0]
+    assert suggest(fp, {"name": "flow_folder"}, "flow")["data.augment.crop"]["value"] == [64, 64]  # x 64

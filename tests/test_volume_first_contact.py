@@ -290,3 +290,19 @@ def test_one_case_one_channel_trains_with_the_defaults(tmp_path, compose):
     metrics, printed = _train(compose, _train_overrides(root, tmp_path / "run"))
     assert 0.0 <= metrics["val/mDice"] <= 1.0 and "val/Dice/tissue" in metrics
     assert "val/Dice/WT" not in metrics
+
+
+@pytest.mark.slow
+def test_brats_table_trains_and_evaluates_with_the_region_metrics(tmp_path, compose):
+    """labels=auto end to end: the task adopts the reader's BraTS convention in setup, and evaluate.py
+    (which rebuilds the reader) scores the same regions with the same numbers."""
+    from scripts.evaluate import main as evaluate_main
+
+    table = {"background": 0, "NCR": 1, "ED": 2, "ET": 3}
+    root = make_nnunet(tmp_path / "data", cases=3, channels=4, labels=table, label_values=(2, 3))
+    metrics, _ = _train(compose, _train_overrides(root, tmp_path / "run"))
+    for key in ("Dice/WT", "Dice/TC", "Dice/ET", "Dice/NCR", "Dice/ED"):
+        assert 0.0 <= metrics[f"val/{key}"] <= 1.0
+    ckpt = next((tmp_path / "run" / "checkpoints").glob("*.ckpt"))
+    results = evaluate_main([f"ckpt={ckpt}"])
+    assert results["val/Dice/WT"] == pytest.approx(metrics["val/Dice/WT"], abs=1e-6)

@@ -52,7 +52,8 @@ KEEP_VALUES = 1 << 15  # intensity values kept per sample and channel (strided) 
 DEFAULT_MAX_SAMPLES = {2: 64, 3: 16}  # inspect_data's default per split: volumes are decoded whole, so fewer
 MAX_LISTED_BAD = 50  # bad samples listed in the fingerprint (all are counted)
 # Memory budget of one training step, in pixels (2D: batch x H x W) or voxels (3D: batch x D x H x W).
-# CPU: about the scale the embedded runs train at (batch 8 at 128^2; 2 x 48^3 patches: ~1.8 s a step on 2 cores);
+# CPU: about the scale the embedded runs train at (batch 8 at 128^2; 2 x 48^3 patches: ~1.8 s a step on
+# 2 cores);
 # GPU: the public recipes' scale (8 x 512^2 for 2D, nnU-Net's 2 x 128^3 for 3D).
 CPU_BUDGET = {2: 8 * 256 * 256, 3: 2 * 64**3}
 GPU_BUDGET = {2: 8 * 512 * 512, 3: 2 * 128**3}
@@ -573,6 +574,12 @@ def fingerprint(dataset, max_samples: int | None = 64) -> dict:
                                     or max_samples < 1):
         raise ValueError(f"max_samples must be a positive int or null, got {max_samples!r}")
     start = time.perf_counter()
+    outer_length = len(dataset) if hasattr(dataset, "__len__") else None
+    # a wrapper that repeats a reader (the datamodule's Repeated) hides its files: look through it (not
+    # through a Subset, whose files are only some of the reader's)
+    while (source_kind(dataset) == "samples" and not hasattr(dataset, "indices")
+           and isinstance(getattr(dataset, "dataset", None), torch.utils.data.Dataset)):
+        dataset = dataset.dataset
     kind = source_kind(dataset)
     if kind == "volume":
         n = len(dataset.cases)
@@ -603,6 +610,8 @@ def fingerprint(dataset, max_samples: int | None = 64) -> dict:
         if msg not in caught_messages:
             caught_messages.append(msg)
     fp = _result(dataset, kind, n, col, names, time.perf_counter() - start)
+    if outer_length is not None:
+        fp["length"] = int(outer_length)  # samples per epoch as the wrapper serves them
     fp["warnings"] = _warnings(fp) + [f"while reading: {m}" for m in caught_messages[:5]]
     return fp
 

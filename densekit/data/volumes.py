@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import math
 import re
 import zlib
@@ -92,17 +91,6 @@ _AUGMENT_KEYS = {"flip", "scale", "shift", "gauss_noise"}
 # patches_per_case=auto: an epoch holds at least nnU-Net's epoch of random patches (250 iterations x batch
 # 2), spread over the cases, and every case at least once; a one-case folder then trains 250 steps an epoch
 NNUNET_EPOCH_PATCHES = 500
-
-log = logging.getLogger(__name__)
-_said: set[str] = set()  # notes already logged by this process (train and val datasets share most of them)
-
-
-def _say(notes: list[str]) -> None:
-    """Log each note once per process (the train and the val dataset of a run repeat the shared ones)."""
-    for note in notes:
-        if note not in _said:
-            _said.add(note)
-            log.info(note)
 
 
 # -- axes ------------------------------------------------------------------------------------------------
@@ -415,7 +403,7 @@ class VolumeFiles(_VolumeSampling, Dataset):
     (``patch: null``) and val/test: each case once (times an int ``patches_per_case`` for train).
     Sample ``i`` is case ``i mod cases``. With a single case and no split file, val is that same case.
     ``notes`` lists, in words, what was inferred (class and channel sources, the epoch, a val split that
-    repeats the train case); each note is logged once at INFO.
+    repeats the train case); ``densekit.train`` logs them once and lists them in the run's summary.
     """
 
     default_root = "datasets"
@@ -490,7 +478,6 @@ class VolumeFiles(_VolumeSampling, Dataset):
         self.length = self._epoch_length(length, patches_per_case)
         self.skipped: dict[int, str] = {}
         self._cached: tuple[int, dict] | None = None  # the last case loaded (train split), see load()
-        _say(self.notes)
 
     def _epoch_length(self, length: int | None, per_case: int | str | None) -> int:
         """Samples per epoch (class docstring); notes how a train epoch was counted."""
@@ -509,7 +496,7 @@ class VolumeFiles(_VolumeSampling, Dataset):
         per = math.ceil(NNUNET_EPOCH_PATCHES / n) if auto else int(per_case)
         how = (f"patches_per_case=auto: at least {NNUNET_EPOCH_PATCHES} patches, nnU-Net's 250 iterations "
                f"of 2" if auto else f"patches_per_case={per}")
-        self.notes.append(f"train epoch: {n * per} random patches of {list(self.patch)} ({n} case(s) x {per}; "
+        self.notes.append(f"train epoch: {n * per} random patches of {list(self.patch)} ({_plural(n, 'case')} x {per}; "
                           f"{how}; data.train_length sets it directly)")
         return n * per
 
@@ -664,7 +651,7 @@ _LABEL_FILE = re.compile(r"^(?P<case>.+?)\.nii(\.gz)?$", re.IGNORECASE)
 
 
 def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
+    return f"{n} {word}" + ("" if n == 1 else "es" if word.endswith("s") else "s")
 
 
 def _norm_name(name) -> str:
