@@ -225,6 +225,8 @@ class LastCheckpoint(pl.Callback):
     # -- saving -------------------------------------------------------------------------------------
     def _save(self, trainer: pl.Trainer) -> None:
         # every process calls it; the strategy writes on rank 0. Full state (optimiser, loops): resumable
+        if self.best is not None and trainer.is_global_zero:
+            self.best.before_last_saved(self.path)
         trainer.save_checkpoint(str(self.path), weights_only=False)
         self._saved_step = trainer.global_step
         if self.best is not None and trainer.is_global_zero:
@@ -294,7 +296,7 @@ class BestCheckpoint(ModelCheckpoint):
             last.best = self
         self.validations = 0
         self._best_step: int | None = None  # the global step of best_model_path, saved in this process
-        self._linked: str | None = None  # the best file that is now a hard link to last.ckpt
+        self._linked: str | None = None  # the best file that was a hard link to last.ckpt before its save
 
     def load_state_dict(self, state_dict: dict) -> None:
         # a run directory that was moved or copied (e.g. from a cluster) keeps its best: Lightning ignores the
@@ -326,15 +328,24 @@ class BestCheckpoint(ModelCheckpoint):
         if self.last is not None:
             self.last.save_epoch_end(trainer)
 
+    def before_last_saved(self, last_path: Path) -> None:
+        """Called on rank 0 before ``last.ckpt`` is replaced: is the best file a link to it (this process's or
+        an earlier one's, before a resume)?"""
+        best = self.best_model_path
+        try:
+            shared = bool(best) and Path(last_path).is_file() and os.path.samefile(best, last_path)
+        except OSError:
+            shared = False
+        self._linked = best if shared else None
+
     def after_last_saved(self, trainer: pl.Trainer, last_path: Path) -> None:
         """Called on rank 0 right after ``last.ckpt`` was written at ``trainer.global_step``."""
         linked, self._linked = self._linked, None
         if linked and Path(linked).is_file() and self.save_weights_only:
             strip_to_weights(Path(linked))  # the old last.ckpt state lives on under this name only
         best = self.best_model_path
-        if (self.share_with_last and best and self._best_step == trainer.global_step and Path(best).is_file()
-                and hard_link(last_path, Path(best))):
-            self._linked = best
+        if self.share_with_last and best and self._best_step == trainer.global_step and Path(best).is_file():
+            hard_link(last_path, Path(best))  # one file under both names (two where hard links are unsupported)
 
 
 class FiniteWeights(pl.Callback):

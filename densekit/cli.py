@@ -112,7 +112,10 @@ def _lines(text: str) -> list[str]:
 def format_error(err: BaseException) -> tuple[str, str | None]:
     """(message, hint or None): the exception's first line, and one line of what follows (a Hydra
     "Available options in 'backbone':" list is joined into that one line)."""
-    lines = _lines(str(err))
+    text = str(err)
+    if isinstance(err, OSError) and err.errno is not None and err.strerror:
+        text = err.strerror  # "[Errno 13] Permission denied" without the number; the file name follows below
+    lines = _lines(text)
     cause = err.__cause__
     if _from_library(err, "hydra") and cause is not None and _from_library(cause, "omegaconf"):
         # "Could not override 'trainer.max_epochz'." + OmegaConf's "Key 'max_epochz' is not in struct"

@@ -516,9 +516,9 @@ def _file_checks(config: dict) -> None:
         return
     path = Path(pretrained).expanduser()
     if not path.is_file():
-        what = "is a directory, not a weight file" if path.is_dir() else "weight file not found"
-        raise FileNotFoundError(f"backbone.pretrained={pretrained}: {what} (expected true, false, auto or the "
-                                f"path of a .pt/.pth/.bin/.safetensors file)")
+        what = "a directory, not a weight file" if path.is_dir() else "weight file not found"
+        raise FileNotFoundError(f"backbone.pretrained: {what}: {path} (expected true, false, auto or the path "
+                                f"of a .pt/.pth/.bin/.safetensors file)")
 
 
 # -- reporting --------------------------------------------------------------------------------------------

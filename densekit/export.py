@@ -119,6 +119,9 @@ def check_output_path(path: str | Path, inputs: tuple = (), what: str = "output"
                               f"choose another {what}=...")
     if path.is_dir():
         raise IsADirectoryError(f"{what}={path} is a directory; give a file name, e.g. {what}={path / 'model.onnx'}")
+    blocking = next((p for p in path.parents if p.exists()), None)  # the nearest existing ancestor
+    if blocking is not None and not blocking.is_dir():
+        raise NotADirectoryError(f"{what}={path}: {blocking} is a file, not a directory")
     check_writable(path.parent, what=what)
     if path.exists():
         try:

@@ -224,6 +224,9 @@ class Predictor:
     Options: ``mode="slide"`` with ``crop``/``stride`` (sliding window), ``flip=True`` (horizontal flip TTA;
     for flow both frames are flipped and u negated). ``task=`` names the task a call expects: a mismatch
     with the checkpoint is an error naming the checkpoint's task.
+    Attributes read from the checkpoint's run config: ``task``, ``data_name`` (the ``data=`` it was trained on),
+    ``num_classes`` and ``class_names`` (seg/volume; ``class_names`` is None when training read them from a
+    file such as classes.txt), ``config`` (the whole resolved run config).
     """
 
     def __init__(self, model: nn.Module, config: dict, device: str | torch.device = "cpu", source: str = "model"):

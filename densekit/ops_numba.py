@@ -106,7 +106,7 @@ _P0, _P1, _P2 = np.float32(1.9875691500e-4), np.float32(1.3981999507e-3), np.flo
 _P3, _P4, _P5 = np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.float32(5.0000001201e-1)
 
 
-@njit(inline="always")
+@njit
 def _expf(x):
     """Cephes expf: x = n ln2 + r, |r| <= ln2/2, exp(r) by a degree-7 polynomial, times 2**n."""
     xc = min(max(x, _MINLOG), _MAXLOG)
@@ -124,7 +124,7 @@ def _exp(x):  # typed dispatch, see the overload below
     return math.exp(x)
 
 
-@overload(_exp, inline="always")
+@overload(_exp)
 def _exp_overload(x):
     if x == types.float32:
         return lambda x: _expf(x)
@@ -141,7 +141,7 @@ def expf_vector(x, out):
 # --- helpers ---------------------------------------------------------------------------------------
 
 
-@njit(inline="always")
+@njit
 def _rows(X, per_channel, bi, t, c0, W, d, out):
     """out[k, c] = the B (or C) value of channel c0 + c at time t, for every state index k."""
     n = out.shape[0]
@@ -159,7 +159,7 @@ def _rows(X, per_channel, bi, t, c0, W, d, out):
                 out[k, c] = v
 
 
-@njit(inline="always")
+@njit
 def _scatter(X, per_channel, part, prod, acc, bi, blk, t, c0, W):
     """Add one step's gradient contributions prod[k, c] of B (or C) to their partial sums."""
     n = prod.shape[0]

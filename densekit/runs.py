@@ -213,6 +213,13 @@ class StepProgressBar(TQDMProgressBar):
         super().__init__(*args, **kwargs)
         self._pending_total = False
 
+    @property
+    def total_train_batches(self) -> float:
+        # at the epoch's start, before its first batch: the guess for an epoch that starts at batch 0
+        trainer = self.trainer
+        return batches_this_epoch(super().total_train_batches, 0, trainer.max_steps, trainer.global_step,
+                                  trainer.accumulate_grad_batches)
+
     def on_train_epoch_start(self, trainer, *args) -> None:
         super().on_train_epoch_start(trainer, *args)
         self._pending_total = True
@@ -221,7 +228,7 @@ class StepProgressBar(TQDMProgressBar):
         bar = self.train_progress_bar
         if self._pending_total and bar is not None:
             self._pending_total = False
-            total = batches_this_epoch(self.total_train_batches, batch_idx, trainer.max_steps,
+            total = batches_this_epoch(trainer.num_training_batches, batch_idx, trainer.max_steps,
                                        trainer.global_step, trainer.accumulate_grad_batches)
             bar.total = None if math.isinf(total) else total
             bar.initial = bar.n = batch_idx

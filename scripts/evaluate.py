@@ -280,6 +280,11 @@ def prepare(opts: dict, data_overrides: list[str]) -> tuple[Path, dict, dict, Pa
                           f"checkpoint is task=volume")
     data = data_config(config, data_overrides)
     check_data_fits(ckpt, config, data)
+    predicts = (config.get("data") or {}).get("num_classes")
+    given = data.get("num_classes")
+    if task in ("seg", "volume") and predicts and isinstance(given, int) and given != predicts:
+        raise ConfigError(f"ckpt {ckpt} predicts {predicts} classes (trained on data={config['data'].get('name')}); "
+                          f"data.num_classes={given} (data={data.get('name')})")
     # the data config's values, typed as for training (the checkpoint's task picks 2D / 3D sizes)
     validate_config({"task": {"name": task}, "data": data}, groups=("data",), check_files=False)
     save = check_save_dir(opts.get("save_dir"), data)

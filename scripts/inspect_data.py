@@ -10,7 +10,7 @@ ignore fraction and the bad samples found (``densekit.data.fingerprint``), then 
 each with its reason, and one ``paste:`` line of them.
 
 Options of this script (not config keys of train.py):
-  max_samples  items read per split, spread evenly over it (default 64 for images, 16 for volumes)
+  max_samples  items read per split, spread evenly over it (default 64 for images, 8 for volumes)
   budget       pixels (2D: batch x H x W) or voxels (3D) one training step may hold; default from the
                machine (CUDA: 8 x 512^2 / 2 x 128^3, else 8 x 256^2 / 2 x 64^3)
   splits       which splits to read (default [train, val])
@@ -34,10 +34,12 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # densekit itself is imported where it is needed: importing it takes seconds
 
-from densekit.cli import hydra_entry, report_errors  # noqa: E402
-from densekit.errors import ConfigError, DataError  # noqa: E402
+
+class OptionError(ValueError):
+    """A wrong option of this script: reported before densekit is imported."""
+
 
 SCRIPT_DEFAULTS = {"max_samples": None, "budget": None, "splits": ["train", "val"], "json": None}
 # Hydra must write nothing: the run directory is the working directory (it exists), no .hydra output
@@ -58,14 +60,14 @@ def parse_script_args(argv: list[str]) -> tuple[dict, list[str]]:
         try:
             parsed = yaml.safe_load(value) if value else None
         except yaml.YAMLError:
-            raise ConfigError(f"{key}={value!r}: not a valid value") from None
+            raise OptionError(f"{key}={value!r}: not a valid value") from None
         if key in ("max_samples", "budget") and parsed is not None and (
                 isinstance(parsed, bool) or not isinstance(parsed, int) or parsed < 1):
-            raise ConfigError(f"{key}={value!r}: expected a positive integer or null")
+            raise OptionError(f"{key}={value!r}: expected a positive integer or null")
         if key == "splits":
             parsed = [parsed] if isinstance(parsed, str) else parsed
             if not isinstance(parsed, list) or not parsed or not all(isinstance(s, str) for s in parsed):
-                raise ConfigError(f"splits={value!r}: expected a list of split names, e.g. [train,val]")
+                raise OptionError(f"splits={value!r}: expected a list of split names, e.g. [train,val]")
         if key == "json" and parsed is not None:
             parsed = str(value)
         opts[key] = parsed
@@ -90,6 +92,7 @@ def inspect(cfg: DictConfig, opts: dict) -> str:
     import torch
 
     from densekit.data import build_dataset
+    from densekit.errors import ConfigError, DataError
     from densekit.data.fingerprint import (
         CPU_BUDGET, DEFAULT_MAX_SAMPLES, GPU_BUDGET, fingerprint, format_fingerprint, raw_listing,
         source_kind, suggest,
@@ -147,11 +150,18 @@ def inspect(cfg: DictConfig, opts: dict) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
+    from densekit.cli import report_errors
+
     with report_errors():  # a user error: one line on stderr, exit 2 (config) or 1 (data)
         print(inspect(cfg, OPTS), end="")
 
 
 if __name__ == "__main__":
-    with report_errors():
+    try:
         OPTS, sys.argv[1:] = parse_script_args(sys.argv[1:])
+    except OptionError as err:  # densekit.cli's format and status for a config error
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    from densekit.cli import hydra_entry
+
     hydra_entry(main)

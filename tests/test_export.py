@@ -21,7 +21,9 @@ from densekit.export import (
     reparameterize,
     torchscript_metadata,
 )
+from densekit.errors import ConfigError, DataError
 from scripts.export import main as export_main
+from tests.test_cli_errors import locked  # noqa: F401 - a fixture
 
 # one intra-op thread: on the shared 2-core CPU two threads wait for a busy core at every op (eager mci0 at
 # 64x64 measured 1 s with 2 threads under load vs 65 ms with 1)
@@ -200,20 +202,61 @@ def test_export_script_on_a_checkpoint(smoke_run, tmp_path, capsys):
 
 
 def test_export_script_bad_inputs(tmp_path):
-    with pytest.raises(SystemExit, match="format must be one of \\['onnx', 'torchscript'\\], got 'tflite'"):
+    with pytest.raises(ConfigError, match="format=tflite: expected one of onnx, torchscript, got 'tflite'"):
         export_main(["ckpt=x.ckpt", "format=tflite"])
-    with pytest.raises(SystemExit, match="missing ckpt=<path>"):
+    with pytest.raises(ConfigError, match="missing ckpt=<path>"):
         export_main(["format=onnx"])
-    with pytest.raises(SystemExit, match="unknown option 'size'"):
+    with pytest.raises(ConfigError, match="unknown option 'size'"):
         export_main(["ckpt=x.ckpt", "size=64"])
-    with pytest.raises(SystemExit, match="height must be a positive integer, got 'big'"):
+    with pytest.raises(ConfigError, match="height=big: expected a positive integer, got 'big'"):
         export_main(["ckpt=x.ckpt", "height=big"])
-    with pytest.raises(SystemExit, match="checkpoint not found: .*missing.ckpt"):
+    with pytest.raises(FileNotFoundError, match="checkpoint not found: .*missing.ckpt"):
         export_main([f"ckpt={tmp_path / 'missing.ckpt'}"])
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(1)}}, foreign)
-    with pytest.raises(SystemExit, match="foreign.ckpt is not a densekit checkpoint"):
+    with pytest.raises(DataError, match="foreign.ckpt is not a densekit checkpoint"):
         export_main([f"ckpt={foreign}"])
+
+
+@pytest.mark.parametrize("arg,message", [
+    ("dynamic=yes", "dynamic=yes: expected true or false, got 'yes'"),  # YAML 1.1 would take it as true
+    ("reparameterize=ture", "reparameterize=ture: expected true or false, got 'ture'"),
+    ("dynamo=1", "dynamo=1: expected true or false, got '1'"),
+    ("repeats=-1", "repeats=-1: expected an integer >= 0, got -1"),
+    ("opset=abc", "opset=abc: expected an ONNX opset >= 7, got 'abc'"),
+    ("threads=0", "threads=0: expected null or a positive integer, got 0"),
+])
+def test_export_flags_are_typed(arg, message):
+    from scripts.export import parse_args
+
+    with pytest.raises(ConfigError) as err:
+        parse_args(["ckpt=x.ckpt", arg])
+    assert str(err.value) == message
+    opts = parse_args(["ckpt=true", "dynamic=False", "output=17", "threads=null"])
+    assert opts["ckpt"] == "true" and opts["dynamic"] is False and opts["output"] == "17" and opts["threads"] is None
+
+
+def test_export_output_is_checked_before_the_model(tmp_path, monkeypatch, locked):
+    """Before: an unwritable output was a raw PermissionError after the whole export had run."""
+    import scripts.export as export_script
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr(export_script, "load_checkpoint_model", refuse)
+    ckpt = tmp_path / "run.ckpt"
+    ckpt.write_bytes(b"not read")
+    with pytest.raises(PermissionError, match=rf"output {locked} is not writable"):
+        export_main([f"ckpt={ckpt}", f"output={locked / 'm.onnx'}"])
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(NotADirectoryError, match=rf"output={blocker / 'm.onnx'}: {blocker} is a file"):
+        export_main([f"ckpt={ckpt}", f"output={blocker / 'm.onnx'}"])
+    with pytest.raises(ConfigError, match=rf"output={ckpt} is the input {ckpt} itself"):
+        export_main([f"ckpt={ckpt}", f"output={ckpt}"])
+    with pytest.raises(IsADirectoryError, match=rf"output={tmp_path} is a directory"):
+        export_main([f"ckpt={ckpt}", f"output={tmp_path}"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "locked", "run.ckpt"]  # no probe left behind
 
 
 def test_bench_models_table_csv_and_plot(tmp_path, capsys):

@@ -102,6 +102,7 @@ def test_script_binary_masks_suggests_label_map_and_crop(tmp_path):
     assert "size (H x W)   min 80 x 96   median 80 x 96   max 80 x 96" in out
     assert "mask values      0 (95.0%), 255 (5.0%)" in out
     assert "data.label_map={255:1}" in out
+    assert "warning: the reader refused this split (" in out  # FolderSeg refuses 0/255: raw files measured
     assert "data.augment.crop=[64,96]" in out
     assert "data.batch_size=4" in out  # at most the 4 training images
     paste = next(line for line in out.splitlines() if line.strip().startswith("paste:"))

@@ -71,7 +71,18 @@ def one_epoch(tmp_path_factory):
 
 
 def copy_run(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
+    """A copy of a run directory that keeps its hard links (a best checkpoint linked to last.ckpt)."""
+    first: dict[int, str] = {}
+
+    def copy(a, b):
+        ino = os.stat(a).st_ino
+        if ino in first:
+            os.link(first[ino], b)
+        else:
+            first[ino] = b
+            shutil.copy2(a, b)
+
+    shutil.copytree(src, dst, copy_function=copy)
     return dst
 
 
@@ -233,10 +244,10 @@ def test_no_validation_summary_progress_bar_warnings_and_fresh_records(tmp_path,
     monkeypatch.setattr(runs.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 10**6, 10**6))
     # 2 of the epoch's 4 steps: the epoch is cut short, its end-of-epoch validation never runs
     _, out = run(run_dir, "trainer.max_steps=2", "trainer.enable_progress_bar=true", trial=True)
-    err = capfd.readouterr().err
+    bars = out + capfd.readouterr().err  # Lightning's tqdm bars write to stdout
     assert "Final validation metrics (last.ckpt: no validation ran during training, so there is no best):" in out
     assert "Best checkpoint:" not in out and not list((run_dir / "checkpoints").glob("best-*"))
-    assert "Epoch 0: 100%" in err and "| 2/2 [" in err and "/4 [" not in err  # the bar counts to max_steps
+    assert "Epoch 0: 100%" in bars and "| 2/2 [" in bars and "/4 [" not in bars  # the bar counts to max_steps
     assert "Warnings:\n" in out and "  - a task warning" in out
     assert "  - only 1.0 MB free on the disk of" in out  # the free-disk check, before training
     record = json.loads((run_dir / "result.json").read_text())

@@ -42,6 +42,8 @@ def write_folder(root, masks, images=None, classes="background\nobject\n", split
     for k, (stem, mask) in enumerate(masks.items()):
         mask = mask if isinstance(mask, Image.Image) else Image.fromarray(mask)
         mask.save(root / "masks" / split / f"{stem}.png")
+        if images is not None and stem in images and images[stem] is None:
+            continue  # the test wrote this image itself
         image = (images or {}).get(stem)
         if image is None:
             image = rgb_image(mask.height, mask.width, k)
@@ -260,6 +262,29 @@ def test_val_reuses_the_train_splits_intensity_range(tmp_path):
     assert per_image[0]["image"][0, 0, :4].tolist() == pytest.approx([0.0, 2000 / 5500, 1.0, 2000 / 5500])
     fixed = FolderSeg("val", root=tmp_path, intensity={"range": [0, 10000]})
     assert fixed[0]["image"][0, 0, :4].tolist() == pytest.approx([0.05, 0.25, 0.6, 0.25])
+
+
+def _rgb16(k=0):
+    """A 16-bit colour image using 0..4000 of 0..65535, red, green and blue ramps told apart."""
+    ys, xs = np.mgrid[0:H, 0:W]
+    return np.stack([xs * 4000 // (W - 1), ys * 4000 // (H - 1), np.full_like(xs, 1000 + 100 * k)], -1).astype(np.uint16)
+
+
+def test_16bit_colour_png_and_tiff_are_read_at_full_depth(tmp_path):
+    import cv2
+
+    tifffile = pytest.importorskip("tifffile")
+    (tmp_path / "images" / "train").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "images" / "train" / "a.png"), _rgb16(0)[..., ::-1])  # OpenCV writes BGR
+    tifffile.imwrite(tmp_path / "images" / "train" / "b.tif", _rgb16(1))
+    assert np.asarray(Image.open(tmp_path / "images" / "train" / "a.png")).max() <= 16  # Pillow's 8-bit cut
+    write_folder(tmp_path, {"a": box_mask(1), "b": box_mask(1)}, images={"a": None, "b": None}, suffix={})
+    ds = FolderSeg("train", root=tmp_path, intensity={"low": 0, "high": 100})
+    assert ds.intensity.range == (0.0, 4000.0)
+    for i, k in ((0, 0), (1, 1)):
+        x = ds[i]["image"]
+        np.testing.assert_allclose(x.permute(1, 2, 0).numpy(), _rgb16(k) / 4000.0, atol=1e-6)
+        assert float(x[0, 0, -1]) == 1.0 and float(x[1, -1, 0]) == 1.0  # red ramps along x, green along y
 
 
 def test_float_tiff_image_is_scaled_and_augmented_in_float(tmp_path):

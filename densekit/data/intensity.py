@@ -16,12 +16,17 @@ dtype maximum would reach the network as a black image. They are normalised by a
          image      percentiles of each image itself (contrast differs per image)
   range: [lo, hi]   a fixed raw range instead of measured percentiles (e.g. what a dataset-scope run logged)
 
-Single-channel images are replicated to 3 channels (the RGB-pretrained stems take 3), so a dataset says
+Pillow reads 16-bit colour files (48/64-bit PNG, 16-bit or float RGB TIFF) as 8-bit RGB or not at all, so
+those are read with OpenCV (PNG) or tifffile (TIFF) at their full depth (``read_wide_colour``) and follow the
+same rule. Single-channel images are replicated to 3 channels (the RGB-pretrained stems take 3), so a dataset says
 ``in_channels = 3`` and ``source_channels = 1``. Non-finite float values (NaN, inf) become 0 after scaling.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -78,6 +83,54 @@ def raw_pixels(image: Image.Image) -> np.ndarray:
     if is_wide(image.mode):
         return np.asarray(image)
     return np.asarray(image.convert("RGB"))
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def is_wide_colour_file(path: Path) -> bool:
+    """Whether ``path`` is a colour image with more than 8 bits per sample, which Pillow would cut to 8-bit
+    RGB: a 16-bit RGB(A) PNG (from the IHDR header: 26 bytes) or a non-8-bit multi-channel TIFF."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".png":
+        try:
+            with open(path, "rb") as f:
+                head = f.read(26)
+        except OSError:
+            return False
+        # IHDR: bytes 24 (bit depth) and 25 (colour type: 2 RGB, 6 RGBA)
+        return len(head) == 26 and head[:8] == _PNG_SIGNATURE and head[24] == 16 and head[25] in (2, 6)
+    if suffix in (".tif", ".tiff"):
+        try:
+            import tifffile
+        except ImportError:  # not installed: Pillow's reading stands
+            return False
+        try:
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                return page.dtype != np.uint8 and page.samplesperpixel >= 3
+        except Exception:  # not a TIFF tifffile can parse: Pillow decides (and names the file if unreadable)
+            return False
+    return False
+
+
+def read_wide_colour(path: Path) -> np.ndarray:
+    """A file ``is_wide_colour_file`` accepted -> (H, W, 3) of its own dtype, RGB order (alpha dropped);
+    ValueError naming the file when it cannot be read or has another channel count."""
+    path = Path(path)
+    if path.suffix.lower() == ".png":
+        bgr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if bgr is None or bgr.ndim != 3:
+            raise ValueError(f"{path}: unreadable 16-bit colour PNG")
+        return np.ascontiguousarray(bgr[..., 2::-1])  # BGR(A) -> RGB
+    import tifffile
+
+    arr = tifffile.imread(path)
+    if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # planar (C, H, W) -> (H, W, C)
+    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+        raise ValueError(f"{path}: a TIFF of shape {arr.shape}; expected (H, W, 3) or (H, W, 4) colour (or grey)")
+    return np.ascontiguousarray(arr[..., :3])
 
 
 def _subsample(values: np.ndarray) -> np.ndarray:
@@ -142,7 +195,7 @@ class IntensityRule:
         low, high = self.cfg["low"], self.cfg["high"]
         key = (tuple(str(p) for p in paths), self.cfg["mode"], low, high)
         if key not in _CACHE:
-            arrays = [a for a in (read(p) for p in paths) if self.applies_to(a)]
+            arrays = [a for a in (read(p) for p in paths) if a is not None and self.applies_to(a)]
             lo, hi = percentile_range(arrays, low, high) if arrays else (0.0, 1.0)
             _CACHE[key] = (lo, hi, len(arrays))
         lo, hi, n = _CACHE[key]
@@ -156,11 +209,8 @@ class IntensityRule:
         return n
 
     def apply(self, raw: np.ndarray) -> np.ndarray:
-        mode = self.cfg["mode"]
-        if not self.applies_to(raw):
+        if not self.applies_to(raw):  # 8-bit kept for the / 255 later, or the dtype rule
             return to_rgb(raw) if raw.dtype == np.uint8 else to_rgb(dtype_scale(raw))
-        if mode == "dtype":
-            return to_rgb(dtype_scale(raw))
         if self.range is not None:
             lo, hi = self.range
         else:  # image scope, or dataset scope whose train sample held no image of this kind
@@ -169,4 +219,4 @@ class IntensityRule:
 
 
 __all__ = ["DEFAULT", "GREY_MODES", "IntensityRule", "MODES", "SAMPLE", "check_intensity", "dtype_scale",
-           "is_wide", "percentile_range", "raw_pixels", "scale", "to_rgb"]
+           "is_wide", "is_wide_colour_file", "percentile_range", "raw_pixels", "read_wide_colour", "scale", "to_rgb"]

@@ -265,22 +265,22 @@ class SegDataset(Dataset):
         return mapped.astype(np.int64)
 
     def load(self, i: int) -> dict[str, np.ndarray]:
-        """Sample ``i`` of the file list as numpy (image uint8 HWC, mask int64 train ids), checked."""
+        """Sample ``i`` of the file list as numpy (image uint8 or float32 HWC, mask int64 train ids), checked."""
         image_path, mask_path = self.files[i]
-        image = self._open(image_path, "image")
+        rgb = self.read_image(image_path)
         mask = self.read_mask(mask_path)
-        if mask.shape != (image.height, image.width):
+        if mask.shape != rgb.shape[:2]:
             raise BadSampleError(
                 f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image {image_path} is "
-                f"{image.width}x{image.height}; they must match"
+                f"{rgb.shape[1]}x{rgb.shape[0]}; they must match"
             )
-        rgb = self.image_pixels(image, image_path)
         return {"image": rgb, "mask": self.encode(mask, mask_path), "valid": np.ones(mask.shape, bool)}
 
-    def image_pixels(self, image: Image.Image, path: Path) -> np.ndarray:
-        """A decoded image -> (H, W, 3): uint8 (divided by 255 later) or float32 in [0, 1]."""
+    def read_image(self, path: Path) -> np.ndarray:
+        """An image file -> (H, W, 3): uint8 (divided by 255 later) or float32 in [0, 1]."""
         # convert("RGB") also accepts the few greyscale / CMYK JPEGs real datasets contain
-        return np.asarray(image.convert("RGB"))
+        with self._open(path, "image") as image:
+            return np.asarray(image.convert("RGB"))
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         sample = load_or_skip(self, index, len(self.files))

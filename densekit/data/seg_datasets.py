@@ -13,7 +13,9 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ConfigError, DataError
-from .intensity import GREY_MODES, SAMPLE, IntensityRule, is_wide, raw_pixels
+from .intensity import (
+    GREY_MODES, SAMPLE, IntensityRule, is_wide, is_wide_colour_file, raw_pixels, read_wide_colour,
+)
 from .seg_base import (
     BadSampleError, BadSampleWarning, SegDataset, label_lut, list_files, missing, pair_by_key, spread,
 )
@@ -136,8 +138,8 @@ class FolderSeg(SegDataset):
         foreground never trained or scored. They are looked for in a sample of the split at construction
         (``MASK_SAMPLE`` masks spread over it) and, until a foreground value has been seen, on load.
 
-    Images: 8-bit files become RGB / 255 as ever; 16-bit, 32-bit and float grey images are scaled by the
-    ``intensity`` rule (``densekit.data.intensity``: by default the 0.5-99.5 percentiles of a sample of the
+    Images: 8-bit files become RGB / 255 as ever; 16-bit, 32-bit and float grey images, and 16-bit colour
+    PNG/TIFF (read at full depth, not Pillow's 8-bit cut), are scaled by the ``intensity`` rule (``densekit.data.intensity``: by default the 0.5-99.5 percentiles of a sample of the
     train split). Grey images are replicated to 3 channels: ``in_channels`` is 3, ``source_channels`` 1.
     ``fit_crop=True`` (the conf/data/folder.yaml default) cuts the train crop per side to the largest train
     image of a sample, said in ``notes``.
@@ -287,19 +289,31 @@ class FolderSeg(SegDataset):
         return super().encode(raw, path)
 
     # -- images --------------------------------------------------------------------------------------
-    def image_pixels(self, image, path: Path) -> np.ndarray:
-        return self.intensity.apply(raw_pixels(image))
+    def read_image(self, path: Path) -> np.ndarray:
+        return self.intensity.apply(self._raw_image(path))
+
+    def _raw_image(self, path: Path) -> np.ndarray:
+        """The stored pixel values: (H, W, 3) uint8 RGB for 8-bit files, (H, W) or (H, W, 3) of the file's
+        dtype otherwise (16-bit colour PNG/TIFF at full depth: Pillow would cut them to 8 bits)."""
+        if is_wide_colour_file(path):
+            try:
+                return read_wide_colour(path)
+            except ValueError as exc:
+                raise BadSampleError(str(exc)) from None
+        with self._open(path, "image") as image:
+            return raw_pixels(image)
 
     def _inspect_images(self) -> None:
         """Channels of a sample (header only) and, where the rule needs it, the train split's intensity range."""
         picks = [self.files[i][0] for i in spread(len(self.files), SAMPLE)]
-        modes = []
+        modes, wide = [], False
         for path in picks:
             try:
-                with Image.open(path) as img:
+                with Image.open(path) as img:  # the header only
                     modes.append(img.mode)
             except (OSError, SyntaxError, ValueError):
                 continue
+            wide = wide or is_wide(img.mode) or is_wide_colour_file(path)
         if modes and all(m in GREY_MODES for m in modes):
             self.source_channels = 1
             self.note(f"grey images (mode {'/'.join(sorted(set(modes)))}): replicated to 3 channels for the "
@@ -307,7 +321,7 @@ class FolderSeg(SegDataset):
         rule = self.intensity
         if not rule.needs_dataset_range:
             return
-        if rule.cfg["mode"] == "auto" and not any(is_wide(m) for m in modes):
+        if rule.cfg["mode"] == "auto" and not wide:
             return  # 8-bit only: / 255, nothing to measure
         train_paths, where = self._train_image_sample()
         n = rule.measure(train_paths, self._raw_or_none)
@@ -328,10 +342,9 @@ class FolderSeg(SegDataset):
 
     def _raw_or_none(self, path: Path):
         try:
-            img = self._open(path, "image")
+            return self._raw_image(path)
         except BadSampleError:
             return None  # reported when the sample is loaded
-        return raw_pixels(img)
 
     def _pairs(self, split):
         image_dir, mask_dir = self.root / "images" / split, self.root / "masks" / split

@@ -825,8 +825,8 @@ class NiftiFolder(VolumeFiles):
         else:
             names, conv, source = self._classes_from_files(json_path), None, "the label files"
         if expect is not None and expect != len(names):
-            raise ValueError(f"data.num_classes={expect} but {source} lists {len(names)} classes {names}; set "
-                             f"data.num_classes={len(names)} or null (null takes it from the data)")
+            raise ValueError(f"data.num_classes={expect} but the data has {len(names)} classes {names} (from "
+                             f"{source}); set data.num_classes={len(names)} or null (null takes it from the data)")
         if len(names) < 2:
             raise ValueError(f"NiftiFolder: at least 2 classes (background + one) expected, got {names}")
         return names, conv
