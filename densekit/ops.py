@@ -18,6 +18,7 @@ reverse (the adjoint of a linear recurrence), so autograd does not keep one node
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 from itertools import pairwise
@@ -150,9 +151,7 @@ def _compiled():
         _numba_mod = False
         if os.environ.get("DENSEKIT_NUMBA", "1") != "0":
             try:
-                from . import ops_numba
-
-                _numba_mod = ops_numba
+                _numba_mod = importlib.import_module(f"{__package__}.ops_numba")
             except ImportError:
                 pass
     return _numba_mod or None

@@ -143,48 +143,46 @@ def expf_vector(x, out):
 
 @njit
 def _rows(X, per_channel, bi, t, c0, W, d, out):
-    """out[k, c] = the B (or C) value of channel c0 + c at time t, for every state index k."""
-    n = out.shape[0]
+    """out[k * W + c] = the B (or C) value of channel c0 + c at time t, for every state index k."""
+    n = out.shape[0] // W
     if per_channel:  # X: (Bb, Lb, N, D)
         bb = bi if X.shape[0] > 1 else 0
         tb = t if X.shape[1] > 1 else 0
         for k in range(n):
             for c in range(W):
-                out[k, c] = X[bb, tb, k, c0 + c]
+                out[k * W + c] = X[bb, tb, k, c0 + c]
     else:  # X: (B, L, G, N); the block lies in group c0 // (D / G)
         g = c0 // (d // X.shape[2])
         for k in range(n):
             v = X[bi, t, g, k]
             for c in range(W):
-                out[k, c] = v
+                out[k * W + c] = v
 
 
 @njit
 def _scatter(X, per_channel, part, prod, acc, bi, blk, t, c0, W):
-    """Add one step's gradient contributions prod[k, c] of B (or C) to their partial sums."""
-    n = prod.shape[0]
+    """Add one step's gradient contributions prod[k * W + c] of B (or C) to their partial sums."""
+    n = prod.shape[0] // W
     if per_channel:
         if X.shape[1] > 1:  # time-varying: part (B, L, N, D), one entry per (t, k, channel)
             for k in range(n):
                 for c in range(W):
-                    part[bi, t, k, c0 + c] = prod[k, c]
+                    part[bi, t, k, c0 + c] = prod[k * W + c]
         else:  # time-invariant: summed over t in acc, written at the end
-            for k in range(n):
-                for c in range(W):
-                    acc[k, c] += prod[k, c]
+            for i in range(n * W):
+                acc[i] += prod[i]
     else:  # part (B, nblk, L, N): the block's channels summed, in channel order
         for k in range(n):
             part[bi, blk, t, k] = 0
         for c in range(W):
             for k in range(n):
-                part[bi, blk, t, k] += prod[k, c]
+                part[bi, blk, t, k] += prod[k * W + c]
 
 
 # --- kernels ---------------------------------------------------------------------------------------
-
-
 # Each job's loops are a serial function of their own: inside a parfor body (prange) LLVM does not
-# vectorise them (measured 10x slower), as its own function it does.
+# vectorise them (measured 10x slower), as its own function it does. The per-job buffers are flat
+# (index k * W + c): measured 2x faster than 2-D local arrays.
 
 
 @_jit(parallel=True, fastmath=False)
@@ -199,34 +197,39 @@ def _forward_job(uT, dtT, AT, Bx, b_pc, Cx, c_pc, W, K, yT, ckpt, save, job):
     batch, length, d = uT.shape
     n = AT.shape[0]
     nblk = d // W
-    if True:
-        bi = job // nblk
-        c0 = (job % nblk) * W
-        h = np.zeros((n, W), dtype=uT.dtype)
-        Bt = np.empty((n, W), dtype=uT.dtype)
-        Ct = np.empty((n, W), dtype=uT.dtype)
-        dt = np.empty(W, dtype=uT.dtype)
-        du = np.empty(W, dtype=uT.dtype)
-        y = np.empty(W, dtype=uT.dtype)
-        for t in range(length):
-            if save and t % K == 0:
-                s = t // K
-                for k in range(n):
-                    for c in range(W):
-                        ckpt[bi, s, k, c0 + c] = h[k, c]
-            _rows(Bx, b_pc, bi, t, c0, W, d, Bt)
-            _rows(Cx, c_pc, bi, t, c0, W, d, Ct)
-            for c in range(W):
-                dt[c] = dtT[bi, t, c0 + c]
-                du[c] = dt[c] * uT[bi, t, c0 + c]
-                y[c] = 0
+    bi = job // nblk
+    c0 = (job % nblk) * W
+    f = uT.dtype
+    Ab = np.empty(n * W, dtype=f)  # the block's A
+    for k in range(n):
+        for c in range(W):
+            Ab[k * W + c] = AT[k, c0 + c]
+    h = np.zeros(n * W, dtype=f)
+    Bt = np.empty(n * W, dtype=f)
+    Ct = np.empty(n * W, dtype=f)
+    dt = np.empty(W, dtype=f)
+    du = np.empty(W, dtype=f)
+    y = np.empty(W, dtype=f)
+    for t in range(length):
+        if save and t % K == 0:
+            s = t // K
             for k in range(n):
                 for c in range(W):
-                    hk = _exp(dt[c] * AT[k, c0 + c]) * h[k, c] + du[c] * Bt[k, c]
-                    h[k, c] = hk
-                    y[c] += hk * Ct[k, c]
+                    ckpt[bi, s, k, c0 + c] = h[k * W + c]
+        _rows(Bx, b_pc, bi, t, c0, W, d, Bt)
+        _rows(Cx, c_pc, bi, t, c0, W, d, Ct)
+        for c in range(W):
+            dt[c] = dtT[bi, t, c0 + c]
+            du[c] = dt[c] * uT[bi, t, c0 + c]
+            y[c] = 0
+        for k in range(n):
+            o = k * W
             for c in range(W):
-                yT[bi, t, c0 + c] = y[c]
+                hk = _exp(dt[c] * Ab[o + c]) * h[o + c] + du[c] * Bt[o + c]
+                h[o + c] = hk
+                y[c] += hk * Ct[o + c]
+        for c in range(W):
+            yT[bi, t, c0 + c] = y[c]
 
 
 @_jit(parallel=True, fastmath=False)
@@ -242,82 +245,90 @@ def _backward_job(uT, dtT, AT, Bx, b_pc, Cx, c_pc, W, K, ckpt, dyT, duT, ddtT, d
     n = AT.shape[0]
     nblk = d // W
     nseg = (length + K - 1) // K
-    if True:
-        bi = job // nblk
-        blk = job % nblk
-        c0 = blk * W
-        f = uT.dtype
-        hs = np.empty((K + 1, n, W), dtype=f)  # the segment's states h_{t0-1} .. h_{t1-1}
-        ab = np.empty((K, n, W), dtype=f)  # and decays a_t
-        g = np.zeros((n, W), dtype=f)  # a_{t+1} g_{t+1}, carried backwards
-        dA_acc = np.zeros((n, W), dtype=f)
-        dB_acc = np.zeros((n, W), dtype=f)
-        dC_acc = np.zeros((n, W), dtype=f)
-        Bt = np.empty((n, W), dtype=f)
-        Ct = np.empty((n, W), dtype=f)
-        pB = np.empty((n, W), dtype=f)
-        pC = np.empty((n, W), dtype=f)
-        dt = np.empty(W, dtype=f)
-        uv = np.empty(W, dtype=f)
-        du = np.empty(W, dtype=f)
-        dy = np.empty(W, dtype=f)
-        sgB = np.empty(W, dtype=f)
-        sdA = np.empty(W, dtype=f)
-        for s in range(nseg - 1, -1, -1):
-            t0 = s * K
-            t1 = min(length, t0 + K)
-            for k in range(n):
-                for c in range(W):
-                    hs[0, k, c] = ckpt[bi, s, k, c0 + c]
-            for t in range(t0, t1):  # recompute the segment's states
-                j = t - t0
-                _rows(Bx, b_pc, bi, t, c0, W, d, Bt)
-                for c in range(W):
-                    dt[c] = dtT[bi, t, c0 + c]
-                    du[c] = dt[c] * uT[bi, t, c0 + c]
-                for k in range(n):
-                    for c in range(W):
-                        a = _exp(dt[c] * AT[k, c0 + c])
-                        ab[j, k, c] = a
-                        hs[j + 1, k, c] = a * hs[j, k, c] + du[c] * Bt[k, c]
-            for t in range(t1 - 1, t0 - 1, -1):  # the adjoint, backwards
-                j = t - t0
-                _rows(Bx, b_pc, bi, t, c0, W, d, Bt)
-                _rows(Cx, c_pc, bi, t, c0, W, d, Ct)
-                for c in range(W):
-                    dt[c] = dtT[bi, t, c0 + c]
-                    uv[c] = uT[bi, t, c0 + c]
-                    du[c] = dt[c] * uv[c]
-                    dy[c] = dyT[bi, t, c0 + c]
-                    sgB[c] = 0
-                    sdA[c] = 0
-                for k in range(n):
-                    for c in range(W):
-                        gk = g[k, c] + dy[c] * Ct[k, c]  # dL/dh_t
-                        pC[k, c] = dy[c] * hs[j + 1, k, c]  # dL/dC_t
-                        pB[k, c] = gk * du[c]  # dL/dB_t
-                        sgB[c] += gk * Bt[k, c]  # dL/d(dt u)
-                        a = ab[j, k, c]
-                        ga = gk * hs[j, k, c] * a  # dL/d(dt A)
-                        sdA[c] += ga * AT[k, c0 + c]
-                        dA_acc[k, c] += ga * dt[c]
-                        g[k, c] = a * gk
-                for c in range(W):
-                    duT[bi, t, c0 + c] = dt[c] * sgB[c]
-                    ddtT[bi, t, c0 + c] = sdA[c] + uv[c] * sgB[c]
-                _scatter(Bx, b_pc, dB_part, pB, dB_acc, bi, blk, t, c0, W)
-                _scatter(Cx, c_pc, dC_part, pC, dC_acc, bi, blk, t, c0, W)
+    bi = job // nblk
+    blk = job % nblk
+    c0 = blk * W
+    f = uT.dtype
+    nw = n * W
+    Ab = np.empty(nw, dtype=f)
+    for k in range(n):
+        for c in range(W):
+            Ab[k * W + c] = AT[k, c0 + c]
+    hs = np.empty((K + 1) * nw, dtype=f)  # the segment's states h_{t0-1} .. h_{t1-1}
+    ab = np.empty(K * nw, dtype=f)  # and decays a_t
+    g = np.zeros(nw, dtype=f)  # a_{t+1} g_{t+1}, carried backwards
+    dA_acc = np.zeros(nw, dtype=f)
+    dB_acc = np.zeros(nw, dtype=f)
+    dC_acc = np.zeros(nw, dtype=f)
+    Bt = np.empty(nw, dtype=f)
+    Ct = np.empty(nw, dtype=f)
+    pB = np.empty(nw, dtype=f)
+    pC = np.empty(nw, dtype=f)
+    dt = np.empty(W, dtype=f)
+    uv = np.empty(W, dtype=f)
+    du = np.empty(W, dtype=f)
+    dy = np.empty(W, dtype=f)
+    sgB = np.empty(W, dtype=f)
+    sdA = np.empty(W, dtype=f)
+    for s in range(nseg - 1, -1, -1):
+        t0 = s * K
+        t1 = min(length, t0 + K)
         for k in range(n):
             for c in range(W):
-                dA_part[bi, k, c0 + c] = dA_acc[k, c]
-        if b_pc and Bx.shape[1] == 1:
+                hs[k * W + c] = ckpt[bi, s, k, c0 + c]
+        for t in range(t0, t1):  # recompute the segment's states
+            j = t - t0
+            _rows(Bx, b_pc, bi, t, c0, W, d, Bt)
+            for c in range(W):
+                dt[c] = dtT[bi, t, c0 + c]
+                du[c] = dt[c] * uT[bi, t, c0 + c]
             for k in range(n):
+                o = k * W
+                oj = j * nw + o
                 for c in range(W):
-                    dB_part[bi, 0, k, c0 + c] = dB_acc[k, c]
-        if c_pc and Cx.shape[1] == 1:
+                    a = _exp(dt[c] * Ab[o + c])
+                    ab[oj + c] = a
+                    hs[oj + nw + c] = a * hs[oj + c] + du[c] * Bt[o + c]
+        for t in range(t1 - 1, t0 - 1, -1):  # the adjoint, backwards
+            j = t - t0
+            _rows(Bx, b_pc, bi, t, c0, W, d, Bt)
+            _rows(Cx, c_pc, bi, t, c0, W, d, Ct)
+            for c in range(W):
+                dt[c] = dtT[bi, t, c0 + c]
+                uv[c] = uT[bi, t, c0 + c]
+                du[c] = dt[c] * uv[c]
+                dy[c] = dyT[bi, t, c0 + c]
+                sgB[c] = 0
+                sdA[c] = 0
             for k in range(n):
+                o = k * W
+                oj = j * nw + o
                 for c in range(W):
-                    dC_part[bi, 0, k, c0 + c] = dC_acc[k, c]
+                    gk = g[o + c] + dy[c] * Ct[o + c]  # dL/dh_t
+                    pC[o + c] = dy[c] * hs[oj + nw + c]  # dL/dC_t
+                    pB[o + c] = gk * du[c]  # dL/dB_t
+                    sgB[c] += gk * Bt[o + c]  # dL/d(dt u)
+                    a = ab[oj + c]
+                    ga = gk * hs[oj + c] * a  # dL/d(dt A)
+                    sdA[c] += ga * Ab[o + c]
+                    dA_acc[o + c] += ga * dt[c]
+                    g[o + c] = a * gk
+            for c in range(W):
+                duT[bi, t, c0 + c] = dt[c] * sgB[c]
+                ddtT[bi, t, c0 + c] = sdA[c] + uv[c] * sgB[c]
+            _scatter(Bx, b_pc, dB_part, pB, dB_acc, bi, blk, t, c0, W)
+            _scatter(Cx, c_pc, dC_part, pC, dC_acc, bi, blk, t, c0, W)
+    for k in range(n):
+        for c in range(W):
+            dA_part[bi, k, c0 + c] = dA_acc[k * W + c]
+    if b_pc and Bx.shape[1] == 1:
+        for k in range(n):
+            for c in range(W):
+                dB_part[bi, 0, k, c0 + c] = dB_acc[k * W + c]
+    if c_pc and Cx.shape[1] == 1:
+        for k in range(n):
+            for c in range(W):
+                dC_part[bi, 0, k, c0 + c] = dC_acc[k * W + c]
 
 
 def set_threads(n: int) -> int:

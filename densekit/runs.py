@@ -96,7 +96,8 @@ def claim_run_dir(run_dir: Path, resume: Path | None, overwrite: bool = False) -
         last = run_dir / "checkpoints" / "last.ckpt"
         step = _step_of(last) if last.is_file() else None
         held = ", ".join(p.name + (f" (step {step})" if p == last and step is not None else "") for p in ckpts)
-        resume_hint = "ckpt_path=last (or resume=auto)" if last.is_file() else "ckpt_path=<one of them>"
+        resume_hint = ("resume it with ckpt_path=last (or resume=auto)" if last.is_file()
+                       else "it has no last.ckpt to resume from")
         if resume is not None:
             raise RunDirInUse(
                 f"output_dir {run_dir} holds another run's checkpoints ({held}) and resuming {resume} there "
@@ -104,7 +105,7 @@ def claim_run_dir(run_dir: Path, resume: Path | None, overwrite: bool = False) -
                 f"files to {run_dir}/{PREVIOUS_PREFIX}<time>/"
             )
         raise RunDirInUse(
-            f"output_dir {run_dir} already holds a run ({held}): resume it with {resume_hint}, choose a new "
+            f"output_dir {run_dir} already holds a run ({held}): {resume_hint}, choose a new "
             f"output_dir=..., or pass overwrite=true to start afresh (its files are moved to "
             f"{run_dir}/{PREVIOUS_PREFIX}<time>/, nothing is deleted)"
         )
@@ -126,7 +127,9 @@ def check_writable(path: Path, what: str = "output_dir") -> Path:
         message = f"{what} {path} is not writable ({reason}): choose another {what}=... or fix its permissions"
         if isinstance(err, PermissionError) or err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise PermissionError(message) from None
-        raise OSError(err.errno, message) from None
+        out = OSError(message)  # str() is the one line; the cause stays in errno
+        out.errno = err.errno
+        raise out from None
     return path
 
 

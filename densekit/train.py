@@ -190,6 +190,24 @@ def check_data(cfg: DictConfig, datamodule: DenseDataModule) -> list[str] | None
     return list(names) if names is not None else None
 
 
+def record_fingerprint(run_dir: Path, datamodule: DenseDataModule) -> dict:
+    """The quick data checks of ``scripts/inspect_data.py`` on a sample of each split, at the start of a run:
+    written to ``<run_dir>/fingerprint.json``; their warnings (0/255 masks, 16-bit ranges, bad samples, ...)
+    go to the log and the run's notes. Never fails the run (a failure to describe the data is a note)."""
+    import json
+
+    from .data.fingerprint import quick_check
+
+    prints = {split: quick_check(ds) for split, ds in (("train", datamodule.train_set), ("val", datamodule.val_set))
+              if ds is not None}
+    if pl.utilities.rank_zero_only.rank == 0:
+        (run_dir / "fingerprint.json").write_text(json.dumps(prints, indent=2, default=str) + "\n")
+    for split, fp in prints.items():
+        for text in fp.get("warnings") or []:
+            datamodule._note(f"{split} data: {text}")
+    return prints
+
+
 def build_task(cfg: DictConfig, class_names: list[str] | None = None, with_noc: bool = False) -> pl.LightningModule:
     task = cfg.task.name
     config = _plain(cfg)
@@ -434,6 +452,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = build_datamodule(cfg)
     names = check_data(cfg, datamodule)
     quiet_library_logs()
+    record_fingerprint(run_dir, datamodule)
     # Sintel / KITTI mark non-occluded pixels: then the metrics are also split into noc / occ
     with_noc = cfg.task.name == "flow" and "noc" in datamodule.val_set[0]
     module = build_task(cfg, names, with_noc=with_noc)

@@ -3,7 +3,7 @@
     python scripts/benchmark.py data [--backbone mci2] [--size 128] [--batch 8] [--steps 5]
     python scripts/benchmark.py heads [--size 512] [--steps 5] [--backbones ...] [--heads ...]
     python scripts/benchmark.py backbones [--sizes 256 512] [--steps 5] [--backbones ...]
-    python scripts/benchmark.py scan [bench_scan.py options]   (selective scan vs mambapy vs recurrence)
+    python scripts/benchmark.py scan [bench_scan.py options]   (compiled / chunked selective scan vs mambapy vs recurrence; --models: LightM-UNet)
     python scripts/benchmark.py flow [--height 384 --width 512] [--repeats 5] [--threads 1] [--backbones flow_pyramid mci0]
         (CompactFlowNet vs torchvision RAFT-small: params, MACs, CPU latency and ratio)
     python scripts/benchmark.py models [--size 512] [--backbones ...] [--heads ...] [--tasks seg depth] [--out x.csv]

@@ -44,10 +44,20 @@ def _inputs(batch, dim, length, n, layout, seed=0, dtype=F64):
     }
 
 
+@pytest.fixture(params=["compiled", "torch"])
+def backend(request, monkeypatch):
+    """Both CPU scans: the numba kernels (densekit/ops_numba.py) and the pure-PyTorch chunked scan."""
+    if request.param == "torch":
+        monkeypatch.setattr(ops, "_numba_mod", False)
+    elif ops._compiled() is None:
+        pytest.skip("numba is not installed")
+    return request.param
+
+
 # lengths: below one chunk, chunk + padding, several recursion levels with padding at each
 @pytest.mark.parametrize("length", [1, 5, 37, 300, 1030])
 @pytest.mark.parametrize("layout", ["shared", "grouped", "mixed", "constant"])
-def test_scan_equals_recurrence(length, layout):
+def test_scan_equals_recurrence(length, layout, backend):
     kw = _inputs(2, 4, length, 3, layout, seed=length)
     for extras in ({}, {"D": kw["D"], "z": kw["z"], "delta_bias": kw["delta_bias"], "delta_softplus": True}):
         args = [kw[k] for k in ("u", "delta", "A", "B", "C")]
@@ -97,9 +107,10 @@ def _grads(fn, kw, names):
 
 @pytest.mark.parametrize("layout", ["shared", "grouped", "constant"])
 @pytest.mark.parametrize("blocked", [False, True])
-def test_scan_gradients_equal_recurrence(layout, blocked, monkeypatch):
+def test_scan_gradients_equal_recurrence(layout, blocked, monkeypatch, backend):
     if blocked:  # force the long-sequence path: blocks carried across, recomputed in backward
-        monkeypatch.setattr(ops, "_BLOCK_ELEMENTS", 4 * 2 * 3 * 40)
+        monkeypatch.setattr(ops, "_BLOCK_ELEMENTS", 4 * 2 * 3 * 40)  # PyTorch scan
+        monkeypatch.setattr(ops, "_CKPT_STEPS", 40)  # compiled scan: 6 checkpoint segments
     kw = _inputs(2, 4, 203, 3, layout, seed=11)
     names = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"]
     ours, ref = _grads(selective_scan, kw, names), _grads(selective_scan_ref, kw, names)

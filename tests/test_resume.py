@@ -3,6 +3,7 @@
 import errno
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -76,7 +77,7 @@ def assert_same_state(a: dict, b: dict) -> None:
         assert torch.equal(v, b["state_dict"][k]), f"{k}: {(v.double() - b['state_dict'][k].double()).abs().max()}"
     for sa, sb in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
-    assert a["lr_schedulers"][0]["last_epoch"] == b["lr_schedulers"][0]["last_epoch"]
+    assert [s["last_epoch"] for s in a["lr_schedulers"]] == [s["last_epoch"] for s in b["lr_schedulers"]]
 
 
 @pytest.mark.slow
@@ -140,10 +141,84 @@ def test_ctrl_c_stops_cleanly_with_a_resumable_last_checkpoint(tmp_path):
     ckpt = load(path)
     assert ckpt["global_step"] == step >= 1 and step < 2 * STEPS_PER_EPOCH
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
-    # resumable: the run continues from that step to the end
-    resumed = start(run, "ckpt_path=last", "checkpoint.every_n_train_steps=0")
-    assert resumed.wait(timeout=300) == 0, read_log(run)[-3000:]
+    # resumable with the command as printed: the run's overrides, its output_dir and ckpt_path=last
+    command = re.search(r"^Resume with: (python train.py .*)$", log, re.M)[1]
+    words = shlex.split(command)
+    assert words[:2] == ["python", "train.py"] and words[-2:] == [f"output_dir={run}", "ckpt_path=last"]
+    assert words[2:-2] == [*RUN, "checkpoint.every_n_train_steps=0"]
+    with open(run.parent / "resumed.log", "w") as out:
+        resumed = subprocess.run([sys.executable, str(ROOT / "train.py"), *words[2:]], cwd=run.parent, env=ENV,
+                                 stdout=out, stderr=subprocess.STDOUT, timeout=300)
+    assert resumed.returncode == 0, (run.parent / "resumed.log").read_text()[-3000:]
+    assert f"Restoring states from the checkpoint path at {path}" in (run.parent / "resumed.log").read_text()
     assert load(run / "checkpoints" / "last.ckpt")["global_step"] == 2 * STEPS_PER_EPOCH
+
+
+# -- extend a finished run -------------------------------------------------------------------------------
+# 8 samples / batch 2 = 4 steps per epoch on 32x32 scenes; a constant LR (optim.scheduler=none): a schedule's
+# length follows the run's length, so an extended run is equal to an uninterrupted one only without one
+EXTEND = [
+    "experiment=smoke", "backbone=mobilenetv3_large", "backbone.pretrained=false", "data.size=[32,32]",
+    "data.train_length=8", "data.val_length=4", "data.batch_size=2", "optim.scheduler=none",
+    "trainer.deterministic=true", "trainer.enable_progress_bar=false", "logger=csv",
+]
+
+
+def train_into(compose, run_dir: Path, *extra: str) -> tuple[dict, str]:
+    import contextlib
+    import io
+
+    import densekit.train as dk_train
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        dk_train.train(compose([*EXTEND, *extra, f"output_dir={run_dir}"]))
+    return dict(dk_train.last_run), out.getvalue()
+
+
+@pytest.mark.slow
+def test_extend_max_steps_2_to_4_equals_an_uninterrupted_4_step_run(compose, tmp_path, caplog):
+    straight, extended = tmp_path / "straight", tmp_path / "extended"
+    train_into(compose, straight, "trainer.max_steps=4")
+    first, _ = train_into(compose, extended, "trainer.max_steps=2")
+    assert first["steps_trained"] == 2 and load(extended / "checkpoints" / "last.ckpt")["global_step"] == 2
+    rows = (extended / "csv" / "metrics.csv").read_text().splitlines()
+    with caplog.at_level("INFO"):
+        summary, out = train_into(compose, extended, "trainer.max_steps=4", "ckpt_path=last")
+    # before: "`Trainer.fit` stopped: `max_epochs=1` reached." after 0 steps (the step-2 checkpoint, written at
+    # the epoch end that max_steps forced, marked the epoch finished)
+    assert "`max_steps=4` reached" in caplog.text and "`max_epochs=1` reached" not in caplog.text
+    assert summary["start_step"] == 2 and summary["steps_trained"] == 2 and summary["global_step"] == 4
+    assert_same_state(load(straight / "checkpoints" / "last.ckpt"), load(extended / "checkpoints" / "last.ckpt"))
+    assert (extended / "csv" / "metrics.csv").read_text().splitlines()[: len(rows)] == rows  # appended
+    assert "Final validation metrics (best checkpoint):" in out  # the 4th step closed the epoch: validated
+
+
+@pytest.mark.slow
+def test_extend_after_max_epochs_trains_the_next_epoch_like_an_uninterrupted_run(compose, tmp_path):
+    straight, extended = tmp_path / "straight", tmp_path / "extended"
+    _, straight_out = train_into(compose, straight, "trainer.max_epochs=2")
+    train_into(compose, extended, "trainer.max_epochs=1")
+    summary, out = train_into(compose, extended, "trainer.max_epochs=2", "ckpt_path=last")
+    assert summary["start_step"] == 4 and summary["steps_trained"] == 4
+    assert_same_state(load(straight / "checkpoints" / "last.ckpt"), load(extended / "checkpoints" / "last.ckpt"))
+    names = lambda d: sorted(p.name for p in (d / "checkpoints").glob("best-*.ckpt"))  # noqa: E731
+    assert names(straight) == names(extended) and len(names(extended)) == 1  # no stale best of the first part
+    assert "val/mIoU" in final_metrics(out) and final_metrics(out) == final_metrics(straight_out)
+
+
+def test_extending_a_scheduled_run_warns_that_the_schedule_changes(compose, tmp_path):
+    from densekit.train import _resume_warnings
+
+    path = tmp_path / "last.ckpt"
+    torch.save({"global_step": 2, "hyper_parameters": {"config": {"trainer": {"max_steps": 2, "max_epochs": 1}}}},
+               path)
+    step, warnings = _resume_warnings(compose(["experiment=smoke", "trainer.max_steps=4"]), path)
+    assert step == 2 and len(warnings) == 1
+    assert warnings[0].startswith("resuming at step 2 with trainer.max_steps 2 -> 4: the cosine LR schedule's "
+                                  "length follows the run's length")
+    assert _resume_warnings(compose(["experiment=smoke", "trainer.max_steps=4", "optim.scheduler=none"]),
+                            path) == (2, [])
 
 
 # -- atomic checkpoints ---------------------------------------------------------------------------------
