@@ -8,8 +8,9 @@
     h_t  = exp(dt_t * A) * h_{t-1} + dt_t * B_t * u_t,   h_{-1} = 0     # h: (B, D, N)
     y_t  = <h_t, C_t> + D * u_t,   out = y * silu(z)
 
-On a GPU with ``mamba_ssm`` installed the fused CUDA kernel runs. Everywhere else a pure-PyTorch
-chunked scan runs: the sequence is cut into chunks, one sequential step per position *inside* a
+On a GPU with ``mamba_ssm`` installed the fused CUDA kernel runs. On the CPU the scan compiled with
+numba runs (``densekit/ops_numba.py``, forward and backward; ``DENSEKIT_NUMBA=0`` turns it off), except
+under tracing, export or torch.compile. Everywhere else a pure-PyTorch chunked scan runs: the sequence is cut into chunks, one sequential step per position *inside* a
 chunk advances all chunks at once, the chunk-to-chunk carries are themselves a (shorter) scan,
 and a second in-chunk pass adds each carry. Only products of the per-step decays are formed (never
 ``exp(-cumsum)``), so it is as stable as the plain recurrence. Backward is the same scan run in

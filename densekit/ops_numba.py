@@ -160,7 +160,7 @@ def _rows(X, per_channel, bi, t, c0, W, d, out):
 
 
 @njit
-def _scatter(X, per_channel, part, prod, acc, bi, blk, t, c0, W):
+def _scatter(X, per_channel, part, prod, acc, row, bi, blk, t, c0, W):
     """Add one step's gradient contributions prod[k * W + c] of B (or C) to their partial sums."""
     n = prod.shape[0] // W
     if per_channel:
@@ -171,12 +171,14 @@ def _scatter(X, per_channel, part, prod, acc, bi, blk, t, c0, W):
         else:  # time-invariant: summed over t in acc, written at the end
             for i in range(n * W):
                 acc[i] += prod[i]
-    else:  # part (B, nblk, L, N): the block's channels summed, in channel order
+    else:  # part (B, nblk, L, N): the block's channels summed, in channel order (n independent sums)
         for k in range(n):
-            part[bi, blk, t, k] = 0
+            row[k] = 0
         for c in range(W):
             for k in range(n):
-                part[bi, blk, t, k] += prod[k * W + c]
+                row[k] += prod[k * W + c]
+        for k in range(n):
+            part[bi, blk, t, k] = row[k]
 
 
 # --- kernels ---------------------------------------------------------------------------------------
@@ -216,18 +218,30 @@ def _forward_job(uT, dtT, AT, Bx, b_pc, Cx, c_pc, W, K, yT, ckpt, save, job):
             for k in range(n):
                 for c in range(W):
                     ckpt[bi, s, k, c0 + c] = h[k * W + c]
-        _rows(Bx, b_pc, bi, t, c0, W, d, Bt)
-        _rows(Cx, c_pc, bi, t, c0, W, d, Ct)
         for c in range(W):
             dt[c] = dtT[bi, t, c0 + c]
             du[c] = dt[c] * uT[bi, t, c0 + c]
             y[c] = 0
-        for k in range(n):
-            o = k * W
-            for c in range(W):
-                hk = _exp(dt[c] * Ab[o + c]) * h[o + c] + du[c] * Bt[o + c]
-                h[o + c] = hk
-                y[c] += hk * Ct[o + c]
+        if not b_pc and not c_pc:  # Mamba's case: one B and C value per (t, k) for the block
+            gB = c0 // (d // Bx.shape[2])
+            gC = c0 // (d // Cx.shape[2])
+            for k in range(n):
+                o = k * W
+                bk = Bx[bi, t, gB, k]
+                ck = Cx[bi, t, gC, k]
+                for c in range(W):
+                    hk = _exp(dt[c] * Ab[o + c]) * h[o + c] + du[c] * bk
+                    h[o + c] = hk
+                    y[c] += hk * ck
+        else:
+            _rows(Bx, b_pc, bi, t, c0, W, d, Bt)
+            _rows(Cx, c_pc, bi, t, c0, W, d, Ct)
+            for k in range(n):
+                o = k * W
+                for c in range(W):
+                    hk = _exp(dt[c] * Ab[o + c]) * h[o + c] + du[c] * Bt[o + c]
+                    h[o + c] = hk
+                    y[c] += hk * Ct[o + c]
         for c in range(W):
             yT[bi, t, c0 + c] = y[c]
 
@@ -270,6 +284,7 @@ def _backward_job(uT, dtT, AT, Bx, b_pc, Cx, c_pc, W, K, ckpt, dyT, duT, ddtT, d
     dy = np.empty(W, dtype=f)
     sgB = np.empty(W, dtype=f)
     sdA = np.empty(W, dtype=f)
+    row = np.empty(n, dtype=f)
     for s in range(nseg - 1, -1, -1):
         t0 = s * K
         t1 = min(length, t0 + K)
@@ -278,21 +293,30 @@ def _backward_job(uT, dtT, AT, Bx, b_pc, Cx, c_pc, W, K, ckpt, dyT, duT, ddtT, d
                 hs[k * W + c] = ckpt[bi, s, k, c0 + c]
         for t in range(t0, t1):  # recompute the segment's states
             j = t - t0
-            _rows(Bx, b_pc, bi, t, c0, W, d, Bt)
             for c in range(W):
                 dt[c] = dtT[bi, t, c0 + c]
                 du[c] = dt[c] * uT[bi, t, c0 + c]
-            for k in range(n):
-                o = k * W
-                oj = j * nw + o
-                for c in range(W):
-                    a = _exp(dt[c] * Ab[o + c])
-                    ab[oj + c] = a
-                    hs[oj + nw + c] = a * hs[oj + c] + du[c] * Bt[o + c]
+            if not b_pc:  # one B value per (t, k) for the block
+                gB = c0 // (d // Bx.shape[2])
+                for k in range(n):
+                    o = k * W
+                    oj = j * nw + o
+                    bk = Bx[bi, t, gB, k]
+                    for c in range(W):
+                        a = _exp(dt[c] * Ab[o + c])
+                        ab[oj + c] = a
+                        hs[oj + nw + c] = a * hs[oj + c] + du[c] * bk
+            else:
+                _rows(Bx, b_pc, bi, t, c0, W, d, Bt)
+                for k in range(n):
+                    o = k * W
+                    oj = j * nw + o
+                    for c in range(W):
+                        a = _exp(dt[c] * Ab[o + c])
+                        ab[oj + c] = a
+                        hs[oj + nw + c] = a * hs[oj + c] + du[c] * Bt[o + c]
         for t in range(t1 - 1, t0 - 1, -1):  # the adjoint, backwards
             j = t - t0
-            _rows(Bx, b_pc, bi, t, c0, W, d, Bt)
-            _rows(Cx, c_pc, bi, t, c0, W, d, Ct)
             for c in range(W):
                 dt[c] = dtT[bi, t, c0 + c]
                 uv[c] = uT[bi, t, c0 + c]
@@ -300,24 +324,45 @@ def _backward_job(uT, dtT, AT, Bx, b_pc, Cx, c_pc, W, K, ckpt, dyT, duT, ddtT, d
                 dy[c] = dyT[bi, t, c0 + c]
                 sgB[c] = 0
                 sdA[c] = 0
-            for k in range(n):
-                o = k * W
-                oj = j * nw + o
-                for c in range(W):
-                    gk = g[o + c] + dy[c] * Ct[o + c]  # dL/dh_t
-                    pC[o + c] = dy[c] * hs[oj + nw + c]  # dL/dC_t
-                    pB[o + c] = gk * du[c]  # dL/dB_t
-                    sgB[c] += gk * Bt[o + c]  # dL/d(dt u)
-                    a = ab[oj + c]
-                    ga = gk * hs[oj + c] * a  # dL/d(dt A)
-                    sdA[c] += ga * Ab[o + c]
-                    dA_acc[o + c] += ga * dt[c]
-                    g[o + c] = a * gk
+            if not b_pc and not c_pc:  # Mamba's case: one B and C value per (t, k) for the block
+                gB = c0 // (d // Bx.shape[2])
+                gC = c0 // (d // Cx.shape[2])
+                for k in range(n):
+                    o = k * W
+                    oj = j * nw + o
+                    bk = Bx[bi, t, gB, k]
+                    ck = Cx[bi, t, gC, k]
+                    for c in range(W):
+                        gk = g[o + c] + dy[c] * ck
+                        pC[o + c] = dy[c] * hs[oj + nw + c]
+                        pB[o + c] = gk * du[c]
+                        sgB[c] += gk * bk
+                        a = ab[oj + c]
+                        ga = gk * hs[oj + c] * a
+                        sdA[c] += ga * Ab[o + c]
+                        dA_acc[o + c] += ga * dt[c]
+                        g[o + c] = a * gk
+            else:  # the same with per-channel rows
+                _rows(Bx, b_pc, bi, t, c0, W, d, Bt)
+                _rows(Cx, c_pc, bi, t, c0, W, d, Ct)
+                for k in range(n):
+                    o = k * W
+                    oj = j * nw + o
+                    for c in range(W):
+                        gk = g[o + c] + dy[c] * Ct[o + c]  # dL/dh_t
+                        pC[o + c] = dy[c] * hs[oj + nw + c]  # dL/dC_t
+                        pB[o + c] = gk * du[c]  # dL/dB_t
+                        sgB[c] += gk * Bt[o + c]  # dL/d(dt u)
+                        a = ab[oj + c]
+                        ga = gk * hs[oj + c] * a  # dL/d(dt A)
+                        sdA[c] += ga * Ab[o + c]
+                        dA_acc[o + c] += ga * dt[c]
+                        g[o + c] = a * gk
             for c in range(W):
                 duT[bi, t, c0 + c] = dt[c] * sgB[c]
                 ddtT[bi, t, c0 + c] = sdA[c] + uv[c] * sgB[c]
-            _scatter(Bx, b_pc, dB_part, pB, dB_acc, bi, blk, t, c0, W)
-            _scatter(Cx, c_pc, dC_part, pC, dC_acc, bi, blk, t, c0, W)
+            _scatter(Bx, b_pc, dB_part, pB, dB_acc, row, bi, blk, t, c0, W)
+            _scatter(Cx, c_pc, dC_part, pC, dC_acc, row, bi, blk, t, c0, W)
     for k in range(n):
         for c in range(W):
             dA_part[bi, k, c0 + c] = dA_acc[k * W + c]

@@ -223,6 +223,10 @@ class StepProgressBar(TQDMProgressBar):
         return batches_this_epoch(super().total_train_batches, 0, trainer.max_steps, trainer.global_step,
                                   trainer.accumulate_grad_batches)
 
+    def on_train_start(self, trainer, *args) -> None:
+        super().on_train_start(trainer, *args)
+        self._pending_total = True  # a run resumed mid-epoch gets no on_train_epoch_start for that epoch
+
     def on_train_epoch_start(self, trainer, *args) -> None:
         super().on_train_epoch_start(trainer, *args)
         self._pending_total = True
@@ -235,4 +239,4 @@ class StepProgressBar(TQDMProgressBar):
                                        trainer.global_step, trainer.accumulate_grad_batches)
             bar.total = None if math.isinf(total) else total
             bar.initial = bar.n = batch_idx
-            bar.refresh()
+            bar.set_description(f"Epoch {trainer.current_epoch}")  # refreshes

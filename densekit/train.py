@@ -161,6 +161,12 @@ def check_data(cfg: DictConfig, datamodule: DenseDataModule) -> list[str] | None
     for dataset in (train_set, datamodule.val_set):
         for text in getattr(dataset, "notes", None) or []:
             datamodule._note(text)
+    rule = getattr(train_set, "intensity", None)
+    measured = getattr(rule, "range", None)
+    if measured is not None and "intensity" in cfg.data and cfg.data.intensity.get("range") is None:
+        # the train split's measured raw range goes into the saved config (config.yaml, the checkpoint), so
+        # evaluation and prediction scale images exactly as training did
+        cfg.data.intensity.range = [float(measured[0]), float(measured[1])]
     length = datamodule.fit_to_split(_world_size(_plain(cfg.trainer)))
     max_steps, max_epochs = int(cfg.trainer.get("max_steps") or -1), cfg.trainer.get("max_epochs")
     per_epoch = length // (datamodule.batch_size * _world_size(_plain(cfg.trainer)))
@@ -187,6 +193,13 @@ def check_data(cfg: DictConfig, datamodule: DenseDataModule) -> list[str] | None
         raise ConfigError(
             f"data.num_classes={given} but data={cfg.data.name} has {len(names)} classes: {list(names)[:10]}"
         )
+    if names is not None and cfg.data.get("class_names") is None:
+        # the names the data gave (classes.txt, dataset.json) go into the saved config, so evaluate.py, the
+        # Predictor and the notebook name the classes; the reader's own input (``classes``, an interpolation of
+        # class_names) is frozen first, so that a rebuilt reader still reads e.g. classes.txt's colour table
+        if "classes" in cfg.data:
+            cfg.data.classes = cfg.data.classes
+        cfg.data.class_names = [str(n) for n in names]
     return list(names) if names is not None else None
 
 
