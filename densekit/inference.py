@@ -127,12 +127,14 @@ def _article(word: str) -> str:
     return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
 
 
-def _load_image(source) -> np.ndarray:
+def _load_image(source, intensity=None) -> np.ndarray:
     """One image from a path, PIL image, numpy array or tensor -> float32 (H, W, 3) in [0, 1].
 
     Accepted: (H, W) grey, (H, W, 1), (H, W, 3) RGB, (H, W, 4) RGBA (alpha dropped); uint8 (/255), uint16
-    (/65535), bool, or float in [0, 1]; tensors CHW (C in 1/3/4) or HWC. Anything else is a ValueError
-    that says what came.
+    (/65535, or by ``intensity``), bool, or float in [0, 1]; tensors CHW (C in 1/3/4) or HWC. Anything else
+    is a ValueError that says what came. ``intensity``: the training data's ``IntensityRule``
+    (``densekit.data.intensity``, with the train split's measured range from the checkpoint's config): 16-bit
+    images are then scaled exactly as in training, not by the dtype's maximum.
     """
     if isinstance(source, (str, Path)):
         path = Path(source)
@@ -174,7 +176,9 @@ def _load_image(source) -> np.ndarray:
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"the image is empty: shape {arr.shape}")
     arr = arr[..., :3]
-    if arr.dtype == np.uint8:
+    if intensity is not None and arr.dtype in (np.uint8, np.uint16) and intensity.applies_to(arr):
+        out = intensity.apply(arr).astype(np.float32)  # float (H, W, 3) in [0, 1]
+    elif arr.dtype == np.uint8:
         out = arr.astype(np.float32) / 255.0
     elif arr.dtype == np.uint16:
         out = arr.astype(np.float32) / 65535.0
@@ -237,6 +241,12 @@ class Predictor:
         self.class_names = data.get("class_names")
         self.data_name = data.get("name")  # the dataset it was trained on (data=...): which demo data fits
         self.resize = data.get("resize")
+        # how training scaled images that are not 8-bit (folder data: data.intensity, its measured range saved)
+        self.intensity = None
+        if data.get("intensity"):
+            from .data.intensity import IntensityRule
+
+            self.intensity = IntensityRule(data["intensity"])
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", fuse: bool = True) -> "Predictor":
@@ -308,7 +318,7 @@ class Predictor:
         items, batched = _as_list(inputs)
         outs = []
         for item in items:
-            x = torch.from_numpy(_load_image(item)).permute(2, 0, 1)[None].to(self.device)  # (1, 3, H, W)
+            x = torch.from_numpy(_load_image(item, self.intensity)).permute(2, 0, 1)[None].to(self.device)  # (1, 3, H, W)
             y = self._run_2d(x, mode, crop, stride, flip)[0].float().cpu()
             if self.task == "seg":
                 labels = y.argmax(0).numpy()
@@ -334,7 +344,7 @@ class Predictor:
             raise ValueError(f"got {len(items1)} first frames but {len(items2)} second frames; pass pairs")
         outs = []
         for a, b in zip(items1, items2):
-            a, b = _load_image(a), _load_image(b)
+            a, b = _load_image(a, self.intensity), _load_image(b, self.intensity)
             if a.shape != b.shape:
                 raise ValueError(f"the two frames differ in size: {a.shape[:2]} vs {b.shape[:2]} (H, W); they must match")
             ta = torch.from_numpy(a).permute(2, 0, 1)[None].to(self.device)  # (1, 3, H, W)
@@ -386,8 +396,8 @@ class Predictor:
             return viz.overlay(grey, pred[z], self.num_classes, alpha)
         if self.task == "flow":
             pred = self.predict(inputs, image2, **kw) if prediction is None else prediction
-            return np.concatenate([viz.to_uint8(_load_image(inputs)), viz.flow_to_color(pred)], axis=1)
-        image = _load_image(inputs)
+            return np.concatenate([viz.to_uint8(_load_image(inputs, self.intensity)), viz.flow_to_color(pred)], axis=1)
+        image = _load_image(inputs, self.intensity)
         pred = self.predict(inputs, **kw) if prediction is None else prediction
         if self.task == "seg":
             return viz.overlay(image, pred, self.num_classes, alpha)

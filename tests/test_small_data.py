@@ -159,3 +159,41 @@ def test_init_from_does_not_claim_random_initialisation(compose, smoke_run, tmp_
     cfg = compose(["experiment=smoke", "backbone.pretrained=auto", f"init_from={best}"])
     build_task(cfg, None)
     assert not [w for w in recwarn if "RANDOM" in str(w.message)]
+
+
+def test_16bit_training_range_is_saved_and_the_predictor_scales_alike(compose, tmp_path):
+    """A folder of 16-bit grey images using 0..235: training measures the range once; the run config (and so
+    the checkpoint) carries it, and the Predictor scales a 16-bit input exactly as the training data did."""
+    from densekit import Predictor
+    from densekit.train import build_datamodule, check_data
+
+    root = make_folder(tmp_path / "grey")
+    for split in ("train", "val"):
+        for p in (root / "images" / split).glob("*.png"):
+            grey = np.asarray(Image.open(p).convert("L")).astype(np.uint16) * 235 // 255  # 0..235 of 0..65535
+            Image.fromarray(grey.astype(np.uint16)).save(p)
+    run = tmp_path / "run"
+    _, metrics, _ = _train(compose, [
+        "data=folder", f"data.root={root}", "trainer.max_steps=2", "trainer.val_check_interval=null",
+        "backbone=mobilenetv3_large", "backbone.pretrained=false", "data.num_workers=0",
+        "trainer.enable_progress_bar=false", f"output_dir={run}",
+    ])
+    import yaml
+
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    lo, hi = saved["data"]["intensity"]["range"]
+    assert 0 <= lo < hi <= 235 and saved["data"]["num_classes"] == 3
+    assert saved["data"]["class_names"] == ["bg", "cell", "edge"]
+    cfg = compose(["data=folder", f"data.root={root}", "data.num_workers=0"])
+    dm = build_datamodule(cfg)
+    check_data(cfg, dm)
+    sample = dm.val_set[0]["image"]  # (3, H, W) float in [0, 1], as training saw it
+    ckpt = sorted((run / "checkpoints").glob("*.ckpt"))[0]
+    predictor = Predictor.from_checkpoint(ckpt)
+    from densekit.inference import _load_image
+
+    raw = np.asarray(Image.open(sorted((root / "images" / "val").glob("*.png"))[0]))
+    assert raw.dtype == np.uint16 and raw.max() <= 235
+    seen = _load_image(raw, predictor.intensity)  # (H, W, 3)
+    assert seen.max() > 0.9  # not the black image that / 65535 gives
+    np.testing.assert_allclose(seen.transpose(2, 0, 1), sample.numpy(), atol=1e-6)
