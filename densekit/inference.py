@@ -355,7 +355,7 @@ class Predictor:
 
     @torch.no_grad()
     def _predict_volume(self, volume, roi, overlap: float, probabilities: bool, normalize: bool = True):
-        from monai.inferers import sliding_window_inference
+        from ._monai import sliding_window_inference  # MONAI, imported without its INFO noise
 
         if isinstance(volume, (str, Path)):
             raise ValueError("pass a volume as an array (C, D, H, W); read NIfTI files with densekit.io.read_nifti")

@@ -30,6 +30,8 @@ import warnings
 import torch
 from torchmetrics import Metric
 
+from .._monai import import_monai
+
 IGNORE_INDEX = 255
 BRATS_REGIONS = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}  # in train ids (module docstring)
 _CONVENTIONS = ("brats2023", "brats2021")
@@ -97,7 +99,7 @@ def per_case_dice(pred: torch.Tensor, target: torch.Tensor, structures) -> torch
 
 def per_case_hd95(pred: torch.Tensor, target: torch.Tensor, structures, spacing=None) -> torch.Tensor:
     """(B, S) float64 HD95 per case and structure (module docstring for the empty cases)."""
-    from monai.metrics import compute_hausdorff_distance  # heavy import, only when HD95 is asked for
+    compute_hausdorff_distance = import_monai("monai.metrics").compute_hausdorff_distance  # heavy: only for HD95
 
     shape = pred.shape[1:]
     sp = [1.0, 1.0, 1.0] if spacing is None else [float(s) for s in spacing]
