@@ -16,13 +16,22 @@ OmegaConf.register_new_resolver("or_default", lambda value, default: default if 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    from densekit.sweeps import run_trial
-
     # Trains and writes <run dir>/result.json. Returns the float of the task's monitored validation metric
     # (cfg.task.monitor), which the optuna sweeper optimises; in a sweep a failed trial is logged and returns
     # the worst value so that the sweep goes on. A user error of a single run is reported here in one line
     # and ends the process with SystemExit, which Hydra does not catch (it would print its own traceback).
     with report_errors():
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            # typed values first, before torch/Lightning are even imported: a wrong value is one line in about
+            # a second (a sweep checks each trial inside run_trial, which records failed trials)
+            from densekit.config_schema import validate_config
+
+            validate_config(OmegaConf.to_container(cfg, resolve=True))
+        from densekit.sweeps import run_trial
+
         return run_trial(cfg)
 
 

@@ -127,7 +127,10 @@ def check_writable(path: Path, what: str = "output_dir") -> Path:
         message = f"{what} {path} is not writable ({reason}): choose another {what}=... or fix its permissions"
         if isinstance(err, PermissionError) or err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise PermissionError(message) from None
-        out = OSError(message)  # str() is the one line; the cause stays in errno
+        # the same OSError subclass as the cause (NotADirectoryError for a file in the path, ...): str() is the
+        # one line, the errno stays
+        kind = type(err) if type(err) is not OSError else OSError
+        out = kind(message)
         out.errno = err.errno
         raise out from None
     return path

@@ -69,7 +69,7 @@ def test_config_unknown_key(compose):
         (["task=seg", "head=revunet3d"],
          r"head=revunet3d does not fit task=seg; valid heads: \['deeplabv3plus'"),
         (["experiment=smoke", "nonfinite=ignore"],
-         r"nonfinite='ignore': expected one of \['raise', 'skip'\]"),
+         r"nonfinite=ignore: expected one of raise, skip, got 'ignore'"),
     ],
     ids=["flow-lraspp", "volume-mci2", "seg-revunet3d", "nonfinite-value"],
 )
