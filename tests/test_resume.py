@@ -180,17 +180,16 @@ def train_into(compose, run_dir: Path, *extra: str) -> tuple[dict, str]:
 
 
 @pytest.mark.slow
-def test_extend_max_steps_2_to_4_equals_an_uninterrupted_4_step_run(compose, tmp_path, caplog):
+def test_extend_max_steps_2_to_4_equals_an_uninterrupted_4_step_run(compose, tmp_path):
     straight, extended = tmp_path / "straight", tmp_path / "extended"
     train_into(compose, straight, "trainer.max_steps=4")
     first, _ = train_into(compose, extended, "trainer.max_steps=2")
     assert first["steps_trained"] == 2 and load(extended / "checkpoints" / "last.ckpt")["global_step"] == 2
     rows = (extended / "csv" / "metrics.csv").read_text().splitlines()
-    with caplog.at_level("INFO"):
-        summary, out = train_into(compose, extended, "trainer.max_steps=4", "ckpt_path=last")
+    summary, out = train_into(compose, extended, "trainer.max_steps=4", "ckpt_path=last")
     # before: "`Trainer.fit` stopped: `max_epochs=1` reached." after 0 steps (the step-2 checkpoint, written at
-    # the epoch end that max_steps forced, marked the epoch finished)
-    assert "`max_steps=4` reached" in caplog.text and "`max_epochs=1` reached" not in caplog.text
+    # the epoch end that max_steps forced, marked the epoch finished). Asserted on the steps, not on
+    # Lightning's log line: earlier tests in the suite (Hydra's job logging) change where that line goes
     assert summary["start_step"] == 2 and summary["steps_trained"] == 2 and summary["global_step"] == 4
     assert_same_state(load(straight / "checkpoints" / "last.ckpt"), load(extended / "checkpoints" / "last.ckpt"))
     assert (extended / "csv" / "metrics.csv").read_text().splitlines()[: len(rows)] == rows  # appended

@@ -87,7 +87,7 @@ def test_num_workers_follow_the_machine():
     assert resolve_num_workers(cpus + 3) == cpus
     assert resolve_num_workers(0) == 0
     auto = resolve_num_workers("auto")
-    assert auto == (0 if cpus <= 2 else min(8, cpus - 1))
+    assert auto == max(0, min(8, cpus - 1))
     with pytest.raises(ValueError, match=r"data.num_workers='many': expected an int >= 0 or 'auto'"):
         resolve_num_workers("many")
 

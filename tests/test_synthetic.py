@@ -110,10 +110,13 @@ def test_dataset_bad_arguments(kwargs, match):
         SyntheticScenes(**kwargs)
 
 
-def test_datamodule_rejects_a_train_split_smaller_than_a_batch():
+def test_datamodule_shrinks_the_batch_to_a_train_split_smaller_than_a_batch():
+    """drop_last with a batch larger than the split would make an empty epoch (training silently doing
+    nothing): the batch shrinks to the split instead, and says so."""
     from densekit.data import DenseDataModule
 
     dm = DenseDataModule(lambda split: SyntheticScenes(split, length=3, size=(32, 32)), batch_size=4)
     dm.setup("fit")
-    with pytest.raises(ValueError, match="the train split has 3 samples, fewer than batch_size=4"):
-        dm.train_dataloader()
+    batches = list(dm.train_dataloader())
+    assert dm.batch_size == 3 and len(batches) == 1 and batches[0]["image"].shape == (3, 3, 32, 32)
+    assert dm.notes == ["the train split has 3 samples, fewer than data.batch_size=4: batch size 3 is used"]

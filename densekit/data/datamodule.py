@@ -33,11 +33,11 @@ def available_cpus() -> int:
 
 def resolve_num_workers(value: int | str) -> int:
     """``data.num_workers``: ``"auto"`` = one loader process per available CPU minus the one that trains
-    (0 on a 1-2 CPU machine, where workers only compete with training); an int above the CPU count is
+    (at most 8; what ``scripts/inspect_data.py`` suggests too); an int above the CPU count is
     capped to it (more workers than CPUs only add switching, and torch warns about it), said in the log."""
     cpus = available_cpus()
     if value == "auto":
-        return max(0, min(8, cpus - 1)) if cpus > 2 else 0
+        return max(0, min(8, cpus - 1))
     try:
         workers = int(value)
     except (TypeError, ValueError):
