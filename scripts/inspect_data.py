@@ -100,6 +100,10 @@ def inspect(cfg: DictConfig, opts: dict) -> str:
     from densekit.train import split_data_config
 
     data = OmegaConf.to_container(cfg.data, resolve=True)
+    from densekit.config_schema import validate_config
+
+    # the same typed data config as train.py (data.batch_size=0 is refused here too, in one line)
+    validate_config({"task": OmegaConf.to_container(cfg.task, resolve=True), "data": data}, groups=("data",))
     name, kwargs, _, _ = split_data_config(data)
     kwargs = {k: v for k, v in kwargs.items() if v != "???"}  # a required value the reader can do without
     task = cfg.task.name
