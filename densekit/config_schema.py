@@ -404,6 +404,7 @@ TASK = {
     "sweep_direction": choice("maximize", "minimize"),
     "loss": mapping({
         "ce_weight": NONNEG_NUM, "dice_weight": NONNEG_NUM, "label_smoothing": number(ge=0, lt=1),
+        "class_weights": nullable(list_of(NONNEG_NUM, min_len=1, what="a list of weights >= 0, one per class")),
         "include_background": boolean(),
         "silog_weight": NONNEG_NUM, "silog_lambda": number(ge=0, le=1), "silog_scale": POS_NUM,
         "grad_weight": NONNEG_NUM, "grad_scales": POS,

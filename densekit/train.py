@@ -193,6 +193,10 @@ def check_data(cfg: DictConfig, datamodule: DenseDataModule) -> list[str] | None
         raise ConfigError(
             f"data.num_classes={given} but data={cfg.data.name} has {len(names)} classes: {list(names)[:10]}"
         )
+    weights = (cfg.task.get("loss") or {}).get("class_weights")
+    if weights is not None and len(weights) != cfg.data.num_classes:
+        raise ConfigError(f"task.loss.class_weights has {len(weights)} weights but data={cfg.data.name} has "
+                          f"{cfg.data.num_classes} classes: give one weight per class")
     if names is not None and cfg.data.get("class_names") is None:
         # the names the data gave (classes.txt, dataset.json) go into the saved config, so evaluate.py, the
         # Predictor and the notebook name the classes; the reader's own input (``classes``, an interpolation of

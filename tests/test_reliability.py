@@ -391,6 +391,8 @@ def test_fault_sigint_stops_cleanly_with_a_usable_last_checkpoint(tmp_path):
             if trainer.global_step == 1:
                 os.kill(os.getpid(), signal.SIGINT)  # handled by LastCheckpoint: finish this step, then stop
 
+    # the handler before the run is Python's default, whatever an earlier test in this process left behind
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     task = _tiny_task()
     last = LastCheckpoint(tmp_path / "last.ckpt")
     with pytest.raises(TrainingInterrupted, match=r"interrupted at step 2; last checkpoint: .*last\.ckpt"):

@@ -197,3 +197,31 @@ def test_16bit_training_range_is_saved_and_the_predictor_scales_alike(compose, t
     seen = _load_image(raw, predictor.intensity)  # (H, W, 3)
     assert seen.max() > 0.9  # not the black image that / 65535 gives
     np.testing.assert_allclose(seen.transpose(2, 0, 1), sample.numpy(), atol=1e-6)
+
+
+def test_seg_loss_class_weights_and_an_all_ignore_batch():
+    from densekit.losses import seg_loss
+
+    logits = torch.randn(2, 3, 4, 5, requires_grad=True)
+    target = torch.randint(0, 3, (2, 4, 5))
+    plain = seg_loss(logits, target)
+    assert torch.allclose(seg_loss(logits, target, class_weights=[1.0, 1.0, 1.0]), plain)
+    weighted = seg_loss(logits, target, class_weights=[0.0, 0.0, 1.0])
+    only2 = torch.nn.functional.cross_entropy(logits, target.masked_fill(target != 2, 255), ignore_index=255)
+    assert torch.allclose(weighted, only2)  # weights 0 for classes 0/1 = CE over class-2 pixels only
+    with pytest.raises(ValueError, match="class_weights: expected 3 finite weights"):
+        seg_loss(logits, target, class_weights=[1.0, 2.0])
+    empty = seg_loss(logits, torch.full((2, 4, 5), 255))  # nothing labelled: 0, not NaN
+    assert empty.item() == 0.0
+    empty.backward()
+    assert torch.equal(logits.grad, torch.zeros_like(logits))
+
+
+def test_class_weights_count_is_checked_against_the_classes(compose, tmp_path):
+    from densekit.errors import ConfigError
+    from densekit.train import build_datamodule, check_data
+
+    root = make_folder(tmp_path / "mine")
+    cfg = compose(["data=folder", f"data.root={root}", "data.num_workers=0", "task.loss.class_weights=[1,2]"])
+    with pytest.raises(ConfigError, match="task.loss.class_weights has 2 weights but data=folder has 3 classes"):
+        check_data(cfg, build_datamodule(cfg))
