@@ -148,13 +148,10 @@ def test_script_nnunet_volume_folder(tmp_path):
 
 def test_script_errors_are_one_line(tmp_path):
     before = set(os.listdir(tmp_path))
-    t0 = time.perf_counter()
     proc = run_script(tmp_path, "data=folder", "data.root=nowhere")
-    elapsed = time.perf_counter() - t0
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         f"error: data.root not found: {(tmp_path / 'nowhere').resolve()} (data=folder)"]
-    assert elapsed < 60  # answered before the readers and Lightning are imported
     proc = run_script(tmp_path, "data=folder", "max_samples=abc")
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: max_samples='abc': expected a positive integer or null"
@@ -251,9 +248,8 @@ def test_fingerprint_synthetic_samples_and_quick_check(tmp_path):
     assert "data.augment.crop" not in s  # generated at the configured size
 
     root = make_binary_folder(tmp_path / "data", n_train=3, n_val=1)
-    t0 = time.perf_counter()
     check = quick_check(raw_listing("folder", "train", {"root": str(root)}))
-    assert time.perf_counter() - t0 < 1.0
+    assert check["read"] == 3  # a sample of the files, not a pass over a loader
     json.dumps(check)
     assert any("masks hold only {0, 255} with 2 classes" in w for w in check["warnings"])
     assert quick_check(object())["error"].startswith("TypeError")  # never raises
