@@ -307,6 +307,16 @@ class Predictor:
         the sliding window (default: the training patch, Gaussian blending); ``normalize`` z-scores each
         modality over the brain (nonzero voxels) as the training data was — raw scanner intensities in."""
         self._check_task(task)
+        # an option this task does not use is refused, not silently ignored (the caller would believe the
+        # prediction had e.g. flip TTA or a sliding window)
+        unused = {
+            "volume": {"flip": flip, "mode": mode != "whole", "crop": crop, "stride": stride},
+            "flow": {"mode": mode != "whole", "crop": crop, "stride": stride, "roi": roi, "probabilities": probabilities},
+        }.get(self.task, {"roi": roi})
+        given = [k for k, v in unused.items() if v not in (None, False)]
+        if given:
+            raise ValueError(f"{', '.join(given)}: not an option for a task={self.task!r} checkpoint "
+                             f"({self.source}); see Predictor.predict's docstring for what each task takes")
         if self.task == "volume":
             return self._predict_volume(inputs, roi, overlap, probabilities, normalize)
         if self.task == "flow":

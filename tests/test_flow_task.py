@@ -68,6 +68,8 @@ def test_flow_training_run_evaluate_and_predict(flow_run):
         ref = predictor.model(s["image"][None], s["image2"][None])[0].permute(1, 2, 0).numpy()
     np.testing.assert_allclose(flow, ref, atol=1e-5)
     assert predictor.predict(s["image"], s["image2"], flip=True).shape == (40, 52, 2)
+    with pytest.raises(ValueError, match=r"^mode, crop: not an option for a task='flow' checkpoint"):
+        predictor.predict(s["image"], s["image2"], mode="slide", crop=(32, 32))  # was: silently ignored
     batch = predictor.predict([s["image"], s["image"]], [s["image2"], s["image2"]])
     assert len(batch) == 2 and batch[0].shape == (40, 52, 2)
     assert predictor.visualize(s["image"], s["image2"]).shape == (40, 104, 3)

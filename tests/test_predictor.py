@@ -90,6 +90,8 @@ def test_wrong_task_and_wrong_files(seg_predictor, tmp_path):
     predictor, ckpt = seg_predictor
     with pytest.raises(ValueError, match=r"depth call .* is a task='seg' checkpoint"):
         predictor.predict(np.zeros((8, 8, 3), np.uint8), task="depth")
+    with pytest.raises(ValueError, match=r"^roi: not an option for a task='seg' checkpoint"):
+        predictor.predict(np.zeros((8, 8, 3), np.uint8), roi=(8, 8, 8))
     with pytest.raises(ValueError, match="image2 is only for flow"):
         predictor.predict(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(FileNotFoundError, match="image not found"):

@@ -73,4 +73,6 @@ def test_volume_training_run_evaluate_and_predict(volume_run, tmp_path):
         predictor.predict(np.zeros((3, 8, 8, 8), np.float32))
     with pytest.raises(ValueError, match="task='volume' checkpoint"):
         predictor.predict(raw, task="seg")
+    with pytest.raises(ValueError, match=r"^flip: not an option for a task='volume' checkpoint"):
+        predictor.predict(raw, flip=True)  # was: silently ignored
     assert predictor.visualize(raw).shape == (24, 24, 3)
