@@ -167,9 +167,10 @@ def check_data(cfg: DictConfig, datamodule: DenseDataModule) -> list[str] | None
         # the train split's measured raw range goes into the saved config (config.yaml, the checkpoint), so
         # evaluation and prediction scale images exactly as training did
         cfg.data.intensity.range = [float(measured[0]), float(measured[1])]
-    length = datamodule.fit_to_split(_world_size(_plain(cfg.trainer)))
+    world = _world_size(_plain(cfg.trainer))
+    length = datamodule.fit_to_split(world)
     max_steps, max_epochs = int(cfg.trainer.get("max_steps") or -1), cfg.trainer.get("max_epochs")
-    per_epoch = length // (datamodule.batch_size * _world_size(_plain(cfg.trainer)))
+    per_epoch = length // (datamodule.batch_size * world)
     if max_steps > 0 and max_epochs not in (None, -1) and max_steps > int(max_epochs) * per_epoch:
         datamodule._note(
             f"trainer.max_steps={max_steps} will not be reached: trainer.max_epochs={max_epochs} x {per_epoch} "
