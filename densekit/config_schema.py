@@ -454,7 +454,8 @@ def config_rules(config: dict) -> dict[str, Rule]:
 
 
 # -- cross-key rules ----------------------------------------------------------------------------------------
-def _get(config: dict, path: str, default=None):
+def select(config: dict | None, path: str, default=None):
+    """``config["a"]["b"]`` for ``path="a.b"`` in a plain nested dict; ``default`` where a part is missing."""
     node = config
     for part in path.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -531,14 +532,45 @@ def check_value(key: str, value, rule: Rule) -> str | None:
     return f"{key}={format_value(value)}: expected {expected}, got {_got(value)}"
 
 
+def parse_option(key: str, text: str, rule: Rule, raw: bool = False, unparsable: str = "error"):
+    """A script option ``key=text`` (evaluate.py, export.py) as ``rule``'s type, or a ConfigError naming it.
+
+    ``null``/``none``/``~`` is None where the rule allows it; ``raw`` keys (paths, devices) are taken as written
+    (a directory called 'true' stays one); booleans accept only true/false (YAML would also take yes/on);
+    anything else is read as YAML. Text YAML cannot read is an error (``unparsable="error"``) or is checked as
+    the plain string (``"text"``)."""
+    import yaml
+
+    low = text.strip().lower()
+    if low in ("null", "none", "~") and rule.check(None) is None:
+        return None
+    if raw:
+        value = text
+    elif rule.expected.endswith("true or false"):
+        if low not in ("true", "false"):
+            raise ConfigError(f"{key}={text}: expected true or false, got {text!r}")
+        value = low == "true"
+    else:
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            if unparsable == "error":
+                raise ConfigError(f"{key}={text}: expected {rule.expected}; cannot parse it ({err.problem})") from None
+            value = text
+    problem = check_value(key, value, rule)
+    if problem:
+        raise ConfigError(problem)
+    return value
+
+
 def _walk(config: dict, rules: dict[str, Rule]) -> list[str]:
     problems = []
     for path, rule in rules.items():
         parent = path.rpartition(".")[0]
-        if parent and not isinstance(_get(config, parent), dict):
+        if parent and not isinstance(select(config, parent), dict):
             continue  # the parent is absent or already reported
         sentinel = object()
-        value = _get(config, path, sentinel)
+        value = select(config, path, sentinel)
         if value is sentinel or value == MISSING:
             continue
         problem = check_value(path, value, rule)

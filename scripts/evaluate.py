@@ -30,17 +30,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from densekit.cli import run_script  # noqa: E402
 from densekit.config_schema import (  # noqa: E402
-    boolean, check_value, choice, format_value, int_list, integer, list_of, nullable, number, string,
+    boolean, choice, format_value, int_list, integer, list_of, nullable, number, parse_option, string,
     validate_config,
 )
 from densekit.data import DATASETS, DepthDataset, FlowDataset, SegDataset, StereoMotorcycle, SyntheticScenes  # noqa: E402
@@ -81,25 +79,7 @@ USAGE = ("usage: python scripts/evaluate.py ckpt=<checkpoint or run dir> [data=<
 
 def parse_value(key: str, text: str):
     """``text`` of ``key=text`` as the option's type; a ConfigError naming the option otherwise."""
-    rule = OPTIONS[key]
-    low = text.strip().lower()
-    if low in ("null", "none", "~") and rule.check(None) is None:
-        return None
-    if key in RAW:
-        value = text
-    elif rule.expected.endswith("true or false"):  # booleans: true/false only (YAML's yes/on would pass)
-        if low not in ("true", "false"):
-            raise ConfigError(f"{key}={text}: expected true or false, got {text!r}")
-        value = low == "true"
-    else:
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{key}={text}: expected {rule.expected}; cannot parse it ({err.problem})") from None
-    problem = check_value(key, value, rule)
-    if problem:
-        raise ConfigError(problem)
-    return value
+    return parse_option(key, text, OPTIONS[key], raw=key in RAW)
 
 
 def parse_args(argv: list[str]) -> tuple[dict, list[str]]:

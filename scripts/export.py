@@ -23,15 +23,11 @@ import sys
 from pathlib import Path
 
 import torch
-import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from densekit.cli import run_script  # noqa: E402
-from densekit.config_schema import boolean, check_value, choice, integer, nullable, string  # noqa: E402
-from densekit.errors import ConfigError, DataError  # noqa: E402
-from densekit.export import (  # noqa: E402
+from densekit.cli import run_script
+from densekit.config_schema import boolean, choice, integer, nullable, parse_option, string
+from densekit.errors import ConfigError, DataError
+from densekit.export import (
     DEFAULT_OPSET,
     PARITY_ATOL,
     check_output_path,
@@ -43,7 +39,7 @@ from densekit.export import (  # noqa: E402
     reparameterize,
     torchscript_metadata,
 )
-from densekit.inference import load_checkpoint_model  # noqa: E402
+from densekit.inference import load_checkpoint_model
 
 DEFAULTS = {"format": "onnx", "output": None, "height": 512, "width": 512, "dynamic": True,
             "reparameterize": True, "device": "cpu", "opset": DEFAULT_OPSET, "dynamo": False, "repeats": 5,
@@ -70,25 +66,8 @@ RAW = ("ckpt", "output", "device")  # taken as written: a file called 'true' or 
 
 
 def parse_value(key: str, text: str):
-    rule = OPTIONS[key]
-    low = text.strip().lower()
-    if low in ("null", "none", "~") and rule.check(None) is None:
-        return None
-    if key in RAW:
-        value = text
-    elif rule.expected == "true or false":  # YAML would also take yes/no/on/off
-        if low not in ("true", "false"):
-            raise ConfigError(f"{key}={text}: expected true or false, got {text!r}")
-        value = low == "true"
-    else:
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            value = text
-    problem = check_value(key, value, rule)
-    if problem:
-        raise ConfigError(problem)
-    return value
+    # a value YAML cannot read is checked as the plain string (the rule then names what was expected)
+    return parse_option(key, text, OPTIONS[key], raw=key in RAW, unparsable="text")
 
 
 def parse_args(argv: list[str]) -> dict:

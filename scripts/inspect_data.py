@@ -33,8 +33,6 @@ import hydra
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # densekit itself is imported where it is needed: importing it takes seconds
 
 
 class OptionError(ValueError):

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..config_schema import select
 from .schema import IGNORE_INDEX
 
 __all__ = [
@@ -769,15 +770,6 @@ def _train(fp: dict) -> dict | None:
     return splits.get("train") or next(iter(splits.values()), None)
 
 
-def _get(cfg: dict | None, dotted: str):
-    node = cfg
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def _floor_to(x: float, m: int) -> int:
     return max(m, int(x // m) * m)
 
@@ -804,7 +796,7 @@ def suggest(fp: dict, data_cfg: dict, task: str, *, config: dict | None = None, 
     config.setdefault("data", data_cfg)
 
     def add(key: str, value, reason: str) -> None:
-        out[key] = {"value": value, "reason": reason, "current": _get(config, key)}
+        out[key] = {"value": value, "reason": reason, "current": select(config, key)}
 
     ndim = train["ndim"]
     budget = int(budget or CPU_BUDGET[ndim])
@@ -817,12 +809,12 @@ def suggest(fp: dict, data_cfg: dict, task: str, *, config: dict | None = None, 
         if h * w * 2 > budget:  # at least batch 2 must fit: shrink both sides alike
             f = math.sqrt(budget / 2 / (h * w))
             h, w = _floor_to(h * f, multiple), _floor_to(w * f, multiple)
-        crop_now = _get(data_cfg, "augment.crop")
+        crop_now = select(data_cfg, "augment.crop")
         if files or crop_now is not None:
             reason = (f"median image {median[0]:g} x {median[1]:g} (H x W) to a multiple of {multiple}")
             if isinstance(crop_now, (list, tuple)) and len(crop_now) == 2:
                 ch, cw = int(crop_now[0]), int(crop_now[1])
-                if _get(data_cfg, "fit_crop"):  # the reader cuts the crop to the largest train image
+                if select(data_cfg, "fit_crop"):  # the reader cuts the crop to the largest train image
                     big = train["size"]["max"]
                     ch, cw = min(ch, int(big[0])), min(cw, int(big[1]))
                 pad = 1 - min(median[0], ch) * min(median[1], cw) / (ch * cw)
@@ -852,7 +844,7 @@ def suggest(fp: dict, data_cfg: dict, task: str, *, config: dict | None = None, 
     labels = train.get("labels")
     if labels:
         names = labels["class_names"]
-        given = _get(data_cfg, "num_classes")
+        given = select(data_cfg, "num_classes")
         if given == "???" or (isinstance(given, int) and given != len(names)):
             add("data.num_classes", len(names), f"the class list has {len(names)} names: {names[:6]}")
         pixels = list(labels["class_pixels"])
@@ -872,7 +864,7 @@ def suggest(fp: dict, data_cfg: dict, task: str, *, config: dict | None = None, 
             add("task.loss.class_weights", weights,
                 f"class pixel shares {[round(s, 4) for s in shares]} (largest/smallest "
                 f"{max(present) / min(present):.0f}x): median-frequency weights")
-            if task == "seg" and not _get(config, "task.loss.dice_weight"):
+            if task == "seg" and not select(config, "task.loss.dice_weight"):
                 add("task.loss.dice_weight", 1.0, "imbalanced classes: Dice counts every class alike")
     if ndim == 2:
         intensity = train.get("intensity", {})
