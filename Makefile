@@ -22,12 +22,14 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(PY) train.py task=seg backbone=mci2 $(ARGS)
 
-test: $(STAMP)
-	$(VENV)/bin/lint-imports
+test: lint
 	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
+# Layering (import-linter), lint and format check (ruff, configured in pyproject.toml).
 lint: $(STAMP)
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 clean:
 	rm -rf $(VENV)

@@ -16,7 +16,7 @@ __all__ = ["Predictor", "create_backbone", "create_model", "metrics", "ops", "__
 _LAZY = {
     "Predictor": ("inference", "Predictor"),
     "create_backbone": ("models", "create_backbone"),
-    "create_model": ("models", "create_model"),
+    "create_model": ("builder", "create_model"),
     "metrics": ("metrics", None),
     "ops": ("ops", None),
 }

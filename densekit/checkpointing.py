@@ -18,10 +18,9 @@
   best and the last checkpoint are the same training state (the usual end of a run), the best name is a
   hard link to ``last.ckpt``: one file on disk; when ``last.ckpt`` moves on, the best file is rewritten
   with its weights only.
-* :class:`RNGState` stores the process's torch / numpy / python (and CUDA) generator states in each
-  checkpoint and puts them back before the first resumed step, so dropout and other in-step randomness
-  continue the uninterrupted stream. (Data order and augmentation do not depend on these states; see
-  ``densekit.data.samplers``.)
+
+Resuming (the generator states each checkpoint carries, checking a checkpoint before a resume) is
+``densekit.resume``.
 """
 
 from __future__ import annotations
@@ -29,13 +28,11 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import random
 import signal
 import threading
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -52,9 +49,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
-            raise TypeError(
-                f"AtomicCheckpointIO.save_checkpoint takes no storage_options, got {storage_options!r}"
-            )
+            raise TypeError(f"AtomicCheckpointIO.save_checkpoint takes no storage_options, got {storage_options!r}")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}")
@@ -69,8 +64,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             if isinstance(err, CheckpointWriteError):
                 raise
             kept = "the previous file is intact" if path.is_file() else "nothing was written"
-            hint = " (disk full: free space there, then resume with ckpt_path=last)" \
-                if err.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+            hint = (
+                " (disk full: free space there, then resume with ckpt_path=last)"
+                if err.errno in (errno.ENOSPC, errno.EDQUOT)
+                else ""
+            )
             raise CheckpointWriteError(
                 err.errno, f"could not write checkpoint {path}: {err.strerror or err}; {kept}{hint}"
             ) from err
@@ -104,8 +102,18 @@ def hard_link(src: Path, dst: Path) -> bool:
 
 # what a weights-only checkpoint keeps (Lightning's own weights_only dump plus the datamodule position):
 # everything evaluate, Predictor, export and init_from read; no optimiser, schedule, callback or RNG state
-WEIGHTS_KEYS = ("epoch", "global_step", "pytorch-lightning_version", "state_dict", "loops", "hparams_name",
-                "hyper_parameters", "datamodule_hparams_name", "datamodule_hyper_parameters", "DenseDataModule")
+WEIGHTS_KEYS = (
+    "epoch",
+    "global_step",
+    "pytorch-lightning_version",
+    "state_dict",
+    "loops",
+    "hparams_name",
+    "hyper_parameters",
+    "datamodule_hparams_name",
+    "datamodule_hyper_parameters",
+    "DenseDataModule",
+)
 
 
 def is_weights_only(ckpt: dict) -> bool:
@@ -116,8 +124,10 @@ def is_weights_only(ckpt: dict) -> bool:
 def strip_to_weights(path: Path) -> None:
     """Rewrite the checkpoint ``path`` with its weights and config only (atomically; a hard link at
     ``path`` is replaced by a new file, the other names of the old file keep the full state)."""
+    from .builder import read_checkpoint  # here: the builder imports data and tasks
+
     path = Path(path)
-    ckpt = torch.load(str(path), map_location="cpu", weights_only=False, mmap=True)
+    ckpt = read_checkpoint(path, weights=False)  # memory-mapped: the kept tensors are read once, by the save
     if is_weights_only(ckpt):
         return
     AtomicCheckpointIO().save_checkpoint({k: ckpt[k] for k in WEIGHTS_KEYS if k in ckpt}, path)
@@ -200,8 +210,11 @@ class LastCheckpoint(pl.Callback):
             self._restore_handler()
             raise KeyboardInterrupt
         self.stop_requested = True
-        print("\nCtrl-C: stopping after this training step and writing the last checkpoint "
-              "(press Ctrl-C again to stop at once, without it)", flush=True)
+        print(
+            "\nCtrl-C: stopping after this training step and writing the last checkpoint "
+            "(press Ctrl-C again to stop at once, without it)",
+            flush=True,
+        )
 
     def _restore_handler(self) -> None:
         if self._previous_handler is not None:
@@ -288,8 +301,14 @@ class BestCheckpoint(ModelCheckpoint):
       with its weights only (``strip_to_weights``), so it never holds a second copy of the training state.
     """
 
-    def __init__(self, *args, last: LastCheckpoint | None = None, weights_only: bool = True,
-                 share_with_last: bool = True, **kwargs):
+    def __init__(
+        self,
+        *args,
+        last: LastCheckpoint | None = None,
+        weights_only: bool = True,
+        share_with_last: bool = True,
+        **kwargs,
+    ):
         super().__init__(*args, save_weights_only=weights_only, **kwargs)
         self.last, self.share_with_last = last, bool(share_with_last)
         if last is not None:
@@ -302,15 +321,25 @@ class BestCheckpoint(ModelCheckpoint):
         # a run directory that was moved or copied (e.g. from a cluster) keeps its best: Lightning ignores the
         # saved best-k bookkeeping when the absolute dirpath differs, so a resumed run would start a second best
         saved, best = state_dict.get("dirpath"), state_dict.get("best_model_path")
-        if (saved and self.dirpath and os.path.abspath(saved) != os.path.abspath(self.dirpath) and best
-                and os.path.isfile(os.path.join(self.dirpath, os.path.basename(best)))):
+        if (
+            saved
+            and self.dirpath
+            and os.path.abspath(saved) != os.path.abspath(self.dirpath)
+            and best
+            and os.path.isfile(os.path.join(self.dirpath, os.path.basename(best)))
+        ):
+
             def here(path):
                 return os.path.join(self.dirpath, os.path.basename(path)) if path else path
 
-            state_dict = {**state_dict, "dirpath": self.dirpath, "best_model_path": here(best),
-                          "kth_best_model_path": here(state_dict.get("kth_best_model_path")),
-                          "last_model_path": here(state_dict.get("last_model_path")),
-                          "best_k_models": {here(k): v for k, v in (state_dict.get("best_k_models") or {}).items()}}
+            state_dict = {
+                **state_dict,
+                "dirpath": self.dirpath,
+                "best_model_path": here(best),
+                "kth_best_model_path": here(state_dict.get("kth_best_model_path")),
+                "last_model_path": here(state_dict.get("last_model_path")),
+                "best_k_models": {here(k): v for k, v in (state_dict.get("best_k_models") or {}).items()},
+            }
         super().load_state_dict(state_dict)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -356,99 +385,3 @@ class FiniteWeights(pl.Callback):
 
     def on_save_checkpoint(self, trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         check_finite_weights(pl_module, trainer.global_step)
-
-
-class RNGState(pl.Callback):
-    """Save the generator states with each checkpoint; restore them right before the first resumed step."""
-
-    key = "densekit_rng"
-
-    def __init__(self):
-        self._pending: dict | None = None
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        checkpoint[self.key] = collect_rng_states()
-
-    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        self._pending = checkpoint.get(self.key)
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        if self._pending is not None:
-            set_rng_states(self._pending)
-            self._pending = None
-
-
-def collect_rng_states() -> dict:
-    """Generator states as tensors and plain Python values only, so checkpoints stay loadable with
-    ``torch.load(weights_only=True)`` (Lightning's default when it reads a checkpoint back)."""
-    kind, key, pos, has_gauss, gauss = np.random.get_state()
-    version, py_state, py_gauss = random.getstate()
-    states = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
-        "python": {"version": version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": py_gauss},
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def set_rng_states(states: dict) -> None:
-    torch.set_rng_state(states["torch"])
-    np_state = states["numpy"]
-    np.random.set_state((np_state["kind"], np_state["key"].numpy().astype(np.uint32), np_state["pos"],
-                         np_state["has_gauss"], np_state["gauss"]))
-    py_state = states["python"]
-    random.setstate((py_state["version"], tuple(py_state["state"].tolist()), py_state["gauss"]))
-    cuda = states.get("cuda")
-    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
-
-
-# -- checking a resume checkpoint before anything is built ----------------------------------------------
-def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> Path | None:
-    """``ckpt_path`` -> an existing file: ``last`` means ``<run_dir>/checkpoints/last.ckpt``."""
-    if not ckpt_path:
-        return None
-    if ckpt_path == "last":
-        path = Path(run_dir) / "checkpoints" / "last.ckpt"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"ckpt_path=last: no checkpoint at {path}; pass the run directory to resume as "
-                f"output_dir=<run dir> (or hydra.run.dir=<run dir>), or ckpt_path=<file>"
-            )
-        return path
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path: checkpoint not found: {path}")
-    return path
-
-
-def check_resume_checkpoint(path: Path, config: dict) -> None:
-    """Refuse a checkpoint whose saved run config names another task, backbone or head than ``config``."""
-    try:
-        try:  # mmap: only the hyper-parameters are read, not every tensor
-            ckpt = torch.load(str(path), map_location="cpu", weights_only=False, mmap=True)
-        except RuntimeError:  # legacy (non-zip) checkpoints cannot be memory-mapped
-            ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise ValueError(f"ckpt_path: could not read {path}: {type(err).__name__}: {err}") from err
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ValueError(f"ckpt_path: {path} is not a Lightning checkpoint (no state_dict)")
-    if is_weights_only(ckpt):
-        raise ValueError(
-            f"ckpt_path: {path} holds model weights and config only (no optimiser, schedule or data position), "
-            f"so training cannot resume from it: resume from the run's last.ckpt (ckpt_path=last with "
-            f"output_dir=<its run dir>), or start a new run from these weights with init_from={path}"
-        )
-    saved = (ckpt.get("hyper_parameters") or {}).get("config") or {}
-    wanted = {part: (config.get(part) or {}).get("name") for part in ("task", "backbone", "head")}
-    found = {part: (saved.get(part) or {}).get("name") for part in ("task", "backbone", "head")}
-    if wanted != found:
-        mine = " ".join(f"{k}={v}" for k, v in wanted.items())
-        theirs = " ".join(f"{k}={v}" for k, v in found.items())
-        raise ValueError(
-            f"ckpt_path: {path} was trained with {theirs}, but this run is {mine}; resume with the same "
-            f"task/backbone/head (or use init_from=... to start a new run from compatible weights)"
-        )

@@ -1,19 +1,20 @@
-"""How the command-line entry points (train.py, scripts/evaluate.py, scripts/export.py, scripts/inspect_data.py)
-report errors: a user error is one line on stderr (plus at most one hint line), no traceback; a bug keeps its
-traceback.
+"""How the command-line entry points report errors: train.py and the Hydra scripts in scripts/ (evaluate.py,
+export.py, inspect_data.py), each a ``hydra_entry``. A user error is one line on stderr (plus at most one
+hint line), no traceback; a bug keeps its traceback.
 
 User errors and their exit status:
 
   2  config: ``ConfigError``; Hydra's composition errors (unknown group choice or key, override syntax) and
-     OmegaConf's (missing mandatory value, bad interpolation); a ``ValueError``/``RuntimeError`` raised by
-     ``densekit.train.check_config`` / ``check_trainer`` (incompatible choices, GPUs that are not there)
+     OmegaConf's (missing mandatory value, bad interpolation); a ``ValueError``/``RuntimeError`` raised while
+     a config check runs (``check_config``, ``check_trainer``, a task's ``check_choices``, ``validate_config``,
+     ``check_sweep_params``: incompatible choices, GPUs that are not there)
   1  data / runtime: ``DataError``, any other ``ValueError``; a missing, unreadable or unwritable file or
      directory (``FileNotFoundError``, ``NotADirectoryError``, ``IsADirectoryError``, ``PermissionError``,
      ``FileExistsError``, a full or read-only disk)
 
 Anything else (``TypeError``, ``KeyError``, ``AttributeError``, ``RuntimeError`` from inside a library, ...) is
 treated as a bug: re-raised with its traceback. ``HYDRA_FULL_ERROR=1`` in the environment, or ``debug=true`` on
-the command line (taken off the arguments before they are parsed), shows the full traceback of user errors
+the command line (taken off the arguments before Hydra parses them), shows the full traceback of user errors
 too. ``SystemExit`` and ``KeyboardInterrupt`` pass through untouched (a script's own exit, Ctrl-C).
 
 Hydra: ``@hydra.main`` catches what the task function raises and prints a traceback of its own; composition
@@ -22,6 +23,7 @@ Hydra (so that Hydra re-raises instead of printing) and reports here, rememberin
 ``DENSEKIT_FULL_ERROR`` (which child processes, e.g. DDP ranks relaunching train.py, inherit). Inside the
 task function ``report_errors()`` prints and raises ``SystemExit``, which Hydra lets through. A multirun
 sweep is unaffected: ``densekit.sweeps.run_trial`` catches a failing trial itself and the sweep goes on.
+``run_script(main, argv)`` is the same reporting for an entry point that is not a Hydra app.
 
 Hydra-free: Hydra and OmegaConf exceptions are recognised by the module their class comes from.
 """
@@ -32,13 +34,23 @@ import errno
 import os
 import re
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from .errors import ConfigError, DataError
 
-__all__ = ["EXIT_CONFIG", "EXIT_DATA", "exit_code", "format_error", "full_trace_requested", "hydra_entry",
-           "report_errors", "run_script", "take_debug_flag"]
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_DATA",
+    "exit_code",
+    "format_error",
+    "full_trace_requested",
+    "hydra_entry",
+    "report_errors",
+    "run_script",
+    "take_debug_flag",
+]
 
 EXIT_CONFIG = 2
 EXIT_DATA = 1
@@ -46,8 +58,9 @@ _FULL_ENV = "DENSEKIT_FULL_ERROR"  # the user's choice, kept while HYDRA_FULL_ER
 _DEBUG_FLAGS = ("debug=true", "+debug=true", "debug=True", "+debug=True")
 _FILE_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, FileExistsError)
 _DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT}  # full disk, read-only file system, quota
-# functions whose own checks are config errors whatever exception class they raise
-_CONFIG_CHECKS = {"check_config", "check_trainer", "validate_config", "check_sweep_params"}
+# config checks: a ValueError/RuntimeError raised while one of them runs (by it, or by a registry look-up it
+# makes) is a config error
+_CONFIG_CHECKS = {"check_config", "check_trainer", "check_choices", "validate_config", "check_sweep_params"}
 
 
 def _truthy(value: str | None) -> bool:
@@ -73,14 +86,14 @@ def _from_library(err: BaseException, *prefixes: str) -> bool:
     return any(cls.__module__.split(".")[0] in prefixes for cls in type(err).__mro__)
 
 
-def _raised_in(err: BaseException) -> str:
-    """The name of the function the exception was raised in (innermost frame)."""
-    tb = err.__traceback__
-    name = ""
+def _raised_within(err: BaseException) -> set[str]:
+    """The names of the functions the exception passed through, from where it was caught to where it was
+    raised."""
+    tb, names = err.__traceback__, set()
     while tb is not None:
-        name = tb.tb_frame.f_code.co_name
+        names.add(tb.tb_frame.f_code.co_name)
         tb = tb.tb_next
-    return name
+    return names
 
 
 def exit_code(err: BaseException) -> int | None:
@@ -93,7 +106,7 @@ def exit_code(err: BaseException) -> int | None:
         return EXIT_DATA
     if _from_library(err, "hydra", "omegaconf"):
         return EXIT_CONFIG
-    if isinstance(err, (ValueError, RuntimeError)) and _raised_in(err) in _CONFIG_CHECKS:
+    if isinstance(err, (ValueError, RuntimeError)) and _raised_within(err) & _CONFIG_CHECKS:
         return EXIT_CONFIG
     if isinstance(err, _FILE_ERRORS) or (isinstance(err, OSError) and err.errno in _DISK_ERRNOS):
         return EXIT_DATA

@@ -10,11 +10,8 @@
 
 On a GPU with ``mamba_ssm`` installed the fused CUDA kernel runs. On the CPU the scan compiled with
 numba runs (``densekit/ops_numba.py``, forward and backward; ``DENSEKIT_NUMBA=0`` turns it off), except
-under tracing, export or torch.compile. Everywhere else a pure-PyTorch chunked scan runs: the sequence is cut into chunks, one sequential step per position *inside* a
-chunk advances all chunks at once, the chunk-to-chunk carries are themselves a (shorter) scan,
-and a second in-chunk pass adds each carry. Only products of the per-step decays are formed (never
-``exp(-cumsum)``), so it is as stable as the plain recurrence. Backward is the same scan run in
-reverse (the adjoint of a linear recurrence), so autograd does not keep one node per step.
+under tracing, export or torch.compile. Everywhere else the pure-PyTorch chunked scan of
+``densekit/ops_torch.py`` runs, in blocks of time steps that bound its memory.
 """
 
 from __future__ import annotations
@@ -22,11 +19,12 @@ from __future__ import annotations
 import importlib
 import math
 import os
-from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+
+from .ops_torch import CHUNK, scan_block
 
 __all__ = ["selective_scan", "selective_scan_ref"]
 
@@ -58,9 +56,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         if fused is not None:
             return fused(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     if A.is_complex():
-        raise ValueError(
-            "selective_scan: complex A needs the mamba_ssm CUDA kernel; the PyTorch scan takes real A"
-        )
+        raise ValueError("selective_scan: complex A needs the mamba_ssm CUDA kernel; the PyTorch scan takes real A")
     if _use_compiled(u, delta, A, B, C, D, z, delta_bias):
         return _selective_scan_compiled(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     return _selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
@@ -229,8 +225,20 @@ class _CompiledScan(torch.autograd.Function):
         yT = torch.empty_like(uT)  # (B, L, D)
         nseg = (length + K - 1) // K if save else 0
         ckpt = uT.new_empty(batch, nseg, n, dim)  # the state at the start of each K-step segment
-        nb.scan_forward(uT.numpy(), dtT.numpy(), AT.numpy(), Bx.numpy(), b_pc, Cx.numpy(), c_pc, W, K,
-                        yT.numpy(), ckpt.numpy(), save)
+        nb.scan_forward(
+            uT.numpy(),
+            dtT.numpy(),
+            AT.numpy(),
+            Bx.numpy(),
+            b_pc,
+            Cx.numpy(),
+            c_pc,
+            W,
+            K,
+            yT.numpy(),
+            ckpt.numpy(),
+            save,
+        )
         if save:
             ctx.save_for_backward(uT, dtT, AT, Bx, Cx, ckpt)
             ctx.meta = (b_pc, c_pc, gb, gc, W, K, tuple(B.shape), tuple(C.shape))
@@ -254,12 +262,33 @@ class _CompiledScan(torch.autograd.Function):
             return uT.new_zeros(batch, X.shape[1], n, dim) if pc else uT.new_zeros(batch, nblk, length, n)
 
         dB_part, dC_part = part(b_pc, Bx), part(c_pc, Cx)
-        nb.scan_backward(uT.numpy(), dtT.numpy(), AT.numpy(), Bx.numpy(), b_pc, Cx.numpy(), c_pc, W, K,
-                         ckpt.numpy(), dyT.numpy(), duT.numpy(), ddtT.numpy(), dA_part.numpy(),
-                         dB_part.numpy(), dC_part.numpy())
+        nb.scan_backward(
+            uT.numpy(),
+            dtT.numpy(),
+            AT.numpy(),
+            Bx.numpy(),
+            b_pc,
+            Cx.numpy(),
+            c_pc,
+            W,
+            K,
+            ckpt.numpy(),
+            dyT.numpy(),
+            duT.numpy(),
+            ddtT.numpy(),
+            dA_part.numpy(),
+            dB_part.numpy(),
+            dC_part.numpy(),
+        )
         dA = dA_part.sum(0).t()  # (D, N)
-        return (duT.transpose(1, 2), ddtT.transpose(1, 2), dA,
-                _bc_grad(dB_part, b_pc, Bx, b_shape, gb, dim), _bc_grad(dC_part, c_pc, Cx, c_shape, gc, dim), None)
+        return (
+            duT.transpose(1, 2),
+            ddtT.transpose(1, 2),
+            dA,
+            _bc_grad(dB_part, b_pc, Bx, b_shape, gb, dim),
+            _bc_grad(dC_part, c_pc, Cx, c_shape, gc, dim),
+            None,
+        )
 
 
 def _bc_grad(part, per_channel, X, shape, groups, dim):
@@ -276,12 +305,7 @@ def _bc_grad(part, per_channel, X, shape, groups, dim):
     return g.permute(0, 1, 3, 2)  # (B, G, N, L)
 
 
-# --- pure-PyTorch scan ----------------------------------------------------------------------------
-
-
-# Chunk length of the scan. Short chunks and a recursive carry scan keep the number of PyTorch ops
-# per scan small (~4T per level, log_T(L) levels), which matters more than op size on a busy CPU.
-_CHUNK = 8
+# --- pure-PyTorch scan (the chunked engine: densekit/ops_torch.py) --------------------------------
 
 
 def _selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
@@ -296,139 +320,18 @@ def _selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     uc, A, B, C = u.to(ct), A.to(ct), B.to(ct), C.to(ct)
     block = max(1, _BLOCK_ELEMENTS // max(1, batch * dim * n))
     if length <= block:
-        y, _ = _scan_block(uc, dt, A, B, C, None)
+        y, _ = scan_block(uc, dt, A, B, C, None)
     else:
         # Long sequence: blocks of time steps, the state carried between them; under autograd each
         # block is recomputed in backward instead of keeping its (L, B, D, N) intermediates.
-        block = _CHUNK * max(1, block // _CHUNK)
+        block = CHUNK * max(1, block // CHUNK)
         h, ys = uc.new_zeros(batch, dim, n), []
         for s in range(0, length, block):
             part = [X[..., s : s + block] if X.dim() >= 3 else X for X in (uc, dt, A, B, C)]
             if torch.is_grad_enabled():
-                y_s, h = checkpoint(_scan_block, *part, h, use_reentrant=False)
+                y_s, h = checkpoint(scan_block, *part, h, use_reentrant=False)
             else:
-                y_s, h = _scan_block(*part, h)
+                y_s, h = scan_block(*part, h)
             ys.append(y_s)
         y = torch.cat(ys, dim=-1)  # (B, D, L)
     return _finish(y, uc, D, z).to(u.dtype)
-
-
-def _scan_block(u, dt, A, B, C, h0):
-    """y (B, D, L) and the final state (B, D, N) of h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t from h0."""
-    batch, dim, length = u.shape
-    n = A.shape[1]
-    pad = (-length) % _CHUNK
-    lp = length + pad
-    # dt = 0 in the padding gives decay 1 and input 0: the state is unchanged, outputs are cropped.
-    # Small (Lp, B, D) inputs made contiguous so that every (Lp, B, D, N) product below is laid out
-    # sequence-major (elementwise outputs follow their inputs' memory order).
-    dt_s = F.pad(dt, (0, pad)).permute(2, 0, 1).contiguous()  # (Lp, B, D)
-    du_s = F.pad(dt * u, (0, pad)).permute(2, 0, 1).contiguous()  # (Lp, B, D)
-    a = (dt_s[..., None] * A).exp_()  # (Lp, B, D, N); in place: the product is a temporary
-    gb, Bs = _seq_major(B, pad, dim)
-    b = (du_s.reshape(lp, batch, gb, dim // gb, 1) * Bs).reshape(lp, batch, dim, n)  # (Lp, B, D, N)
-    if h0 is not None:  # the carried state enters through the first step's input: b_0 += a_0 h0
-        b = torch.cat([b[:1] + a[:1] * h0, b[1:]], dim=0)
-    a2, b2 = a.reshape(lp, -1), b.reshape(lp, -1)  # (Lp, B*D*N)
-    if torch.is_grad_enabled() and (a2.requires_grad or b2.requires_grad):
-        h = _LinearScan.apply(a2, b2)
-    else:  # inference: scan in place, b is a temporary
-        _scan_(b2, a2, reverse=False)
-        h = b2
-    gc, Cs = _seq_major(C, pad, dim)
-    hg = h.view(lp, batch, gc, dim // gc, n)  # (Lp, B, G, D/G, N)
-    if C.dim() == 2:
-        y = (hg * Cs).sum(-1)  # (Lp, B, D, 1)
-    else:  # one (1, N) @ (N, D/G) product per (step, batch, group): CPU bmm is ~3x faster this way round
-        rows = Cs.reshape(-1, 1, n)  # (Lp*B*G, 1, N)
-        y = torch.bmm(rows, hg.reshape(-1, dim // gc, n).transpose(1, 2))  # (Lp*B*G, 1, D/G)
-    y = y.reshape(lp, batch, dim)[:length].permute(1, 2, 0)  # (B, D, L)
-    h = h.view(lp, batch, dim, n)
-    return y, h[length - 1].clone()  # a copy: a view would keep the whole (Lp, B, D, N) buffer alive
-
-
-def _seq_major(X, pad, dim):
-    """(groups, X broadcastable to (Lp, B, G, 1, N)) for the three layouts of B and C."""
-    if X.dim() == 2:  # time-invariant (D, N): one group per channel
-        return dim, X[None, None, :, None, :]  # (1, 1, D, 1, N)
-    if X.dim() == 3:
-        return 1, F.pad(X, (0, pad)).permute(2, 0, 1).contiguous()[:, :, None, None, :]  # (Lp, B, 1, 1, N)
-    return X.shape[1], F.pad(X, (0, pad)).permute(3, 0, 1, 2).contiguous()[
-        :, :, :, None, :
-    ]  # (Lp, B, G, 1, N)
-
-
-class _LinearScan(torch.autograd.Function):
-    """h_t = a_t h_{t-1} + b_t along dim 0 of (L, M) tensors, h_{-1} = 0.
-
-    Backward is the adjoint recurrence g_t = dL/dh_t + a_{t+1} g_{t+1}, run by the same chunked scan
-    in reverse; then dL/db_t = g_t and dL/da_t = g_t h_{t-1}.
-    """
-
-    @staticmethod
-    def forward(ctx, a, b):
-        h = b.clone(memory_format=torch.contiguous_format)
-        _scan_(h, a.contiguous(), reverse=False)
-        ctx.save_for_backward(a, h)
-        return h
-
-    @staticmethod
-    def backward(ctx, grad_h):
-        a, h = ctx.saved_tensors
-        g = grad_h.clone(memory_format=torch.contiguous_format)
-        if g.shape[0] > 1:
-            # g_t += a_{t+1} g_{t+1} is the reverse scan of (g[:-1], a[1:]) whose last input also takes
-            # the final step's contribution: views, no shifted copy of a.
-            g[-2].addcmul_(a[-1], g[-1])
-            _scan_(g[:-1], a[1:], reverse=True)
-        grad_a = torch.empty_like(g)
-        grad_a[0].zero_()
-        torch.mul(g[1:], h[:-1], out=grad_a[1:])
-        return grad_a, g
-
-
-@torch.no_grad()
-def _scan_(h, a, reverse: bool) -> None:
-    """In place on h (holding b): h_t += a_t h_{t-1} (forward) or h_t += a_t h_{t+1} (reverse).
-
-    Chunked: (1) a local scan inside every chunk at once (zero initial state); (2) the chunk boundary
-    states are a scan of length L/T over (chunk decay, local end), done recursively; (3) each chunk's
-    carry decays through the chunk and is added. Few, large ops: the loops run T steps per level.
-    """
-    length = h.shape[0]
-    T = _CHUNK
-    h, a = h.view(length, -1), a.view(length, -1)  # (L, M); contiguous along M
-    if length <= 2 * T:  # short: the plain loop is cheapest
-        steps, av = h.unbind(0), a.unbind(0)
-        order = range(length - 2, -1, -1) if reverse else range(1, length)
-        for t in order:
-            steps[t].addcmul_(av[t], steps[t + 1 if reverse else t - 1])
-        return
-    main = length - length % T
-    if main < length:  # a tail shorter than a chunk: plain steps after (forward) / before (reverse) the rest
-        steps, av = h.unbind(0), a.unbind(0)
-        if reverse:
-            for t in range(length - 2, main - 2, -1):  # the last step also feeds the chunked part
-                steps[t].addcmul_(av[t], steps[t + 1])
-            _scan_(h[:main], a[:main], reverse)
-        else:
-            _scan_(h[:main], a[:main], reverse)
-            for t in range(main, length):
-                steps[t].addcmul_(av[t], steps[t - 1])
-        return
-    nc = length // T
-    hv = h.view(nc, T, -1).unbind(1)  # T views (nc, M): step t of every chunk
-    av = a.view(nc, T, -1).unbind(1)
-    order = list(range(T - 1, -1, -1)) if reverse else list(range(T))
-    for prev, t in pairwise(order):
-        hv[t].addcmul_(av[t], hv[prev])  # (nc, M)
-    # Boundary states: a scan over chunks, coefficient = the chunk's total decay, input = its local end.
-    decay = a.view(nc, T, -1).prod(dim=1)  # (nc, M)
-    ends = hv[order[-1]].clone()  # (nc, M)
-    _scan_(ends, decay, reverse)
-    # Carry into chunk c: the boundary state of its predecessor (successor in reverse).
-    carry, sl = (ends[1:], slice(0, nc - 1)) if reverse else (ends[:-1], slice(1, nc))
-    f = carry.clone()  # (nc-1, M), decayed step by step through the chunk
-    for t in order:
-        f.mul_(av[t][sl])
-        hv[t][sl].add_(f)

@@ -40,8 +40,12 @@ def _cache_dir() -> str | None:
     (a site-packages install), under NUMBA_CACHE_DIR / ~/.cache; if neither can be written, a
     per-user temporary directory. None: no writable place at all (then no on-disk cache)."""
     here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
-    candidates = [os.environ.get("NUMBA_CACHE_DIR"), here, os.path.join(os.path.expanduser("~"), ".cache", "numba"),
-                  os.path.join(tempfile.gettempdir(), f"densekit-numba-{os.getuid() if hasattr(os, 'getuid') else 0}")]
+    candidates = [
+        os.environ.get("NUMBA_CACHE_DIR"),
+        here,
+        os.path.join(os.path.expanduser("~"), ".cache", "numba"),
+        os.path.join(tempfile.gettempdir(), f"densekit-numba-{os.getuid() if hasattr(os, 'getuid') else 0}"),
+    ]
     for path in candidates:
         if not path:
             continue

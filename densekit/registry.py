@@ -53,8 +53,7 @@ class Registry(Mapping[str, Any]):
         if name in self._entries:
             old = self._entries[name]
             raise ValueError(
-                f"{self.kind} {name!r} is already registered (by {_where(old)}); "
-                f"{_where(obj)} cannot register it again"
+                f"{self.kind} {name!r} is already registered (by {_where(old)}); {_where(obj)} cannot register it again"
             )
         self._entries[name] = obj
         self._facts[name] = dict(facts)

@@ -11,29 +11,44 @@
   ``min(batches in the epoch, the batches left to trainer.max_steps)``.
 * :func:`check_writable`, :func:`free_space_warning`, :func:`dir_size`: checks before working, and the size of
   what a run wrote.
+* :func:`build_logger`, :func:`quiet_library_logs`, and the end-of-run summary (:func:`format_metrics`,
+  :func:`metrics_checkpoint`: which checkpoint the final metrics come from, and why).
 """
 
 from __future__ import annotations
 
 import csv
 import errno
+import logging
 import math
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 
+import pytorch_lightning as pl
 from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
 from .errors import ConfigError
+from .runinfo import run_name
 
 # What densekit and its loggers write into a run directory. Only these are moved aside: a user's own
 # files in the directory are never touched. Hydra's train.log (appended to) and .hydra/ stay where they are:
 # Hydra has opened them for this invocation before the run starts.
-RUN_ENTRIES = ("checkpoints", "csv", "tensorboard", "wandb", "val_examples", "config.yaml", "git.txt",
-               "result.json", "error.txt")
+RUN_ENTRIES = (
+    "checkpoints",
+    "csv",
+    "tensorboard",
+    "wandb",
+    "val_examples",
+    "config.yaml",
+    "git.txt",
+    "result.json",
+    "error.txt",
+)
 # One attempt's record: a new attempt (resumed or not) never leaves an earlier one's copy in place.
 RECORD_FILES = ("result.json", "error.txt")
 PREVIOUS_PREFIX = "previous-"
@@ -96,8 +111,9 @@ def claim_run_dir(run_dir: Path, resume: Path | None, overwrite: bool = False) -
         last = run_dir / "checkpoints" / "last.ckpt"
         step = _step_of(last) if last.is_file() else None
         held = ", ".join(p.name + (f" (step {step})" if p == last and step is not None else "") for p in ckpts)
-        resume_hint = ("resume it with ckpt_path=last (or resume=auto)" if last.is_file()
-                       else "it has no last.ckpt to resume from")
+        resume_hint = (
+            "resume it with ckpt_path=last (or resume=auto)" if last.is_file() else "it has no last.ckpt to resume from"
+        )
         if resume is not None:
             raise RunDirInUse(
                 f"output_dir {run_dir} holds another run's checkpoints ({held}) and resuming {resume} there "
@@ -153,8 +169,10 @@ def free_space_warning(path: Path, need: int) -> str | None:
         return None
     if free >= need:
         return None
-    return (f"only {format_bytes(free)} free on the disk of {path}, but this run's checkpoints need about "
-            f"{format_bytes(need)}: a checkpoint save may fail (the previous checkpoint is kept if it does)")
+    return (
+        f"only {format_bytes(free)} free on the disk of {path}, but this run's checkpoints need about "
+        f"{format_bytes(need)}: a checkpoint save may fail (the previous checkpoint is kept if it does)"
+    )
 
 
 def dir_size(path: Path) -> int:
@@ -201,8 +219,9 @@ class AppendingCSVLogger(CSVLogger):
         return self._experiment
 
 
-def batches_this_epoch(num_batches: float, first_batch: int, max_steps: int, global_step: int,
-                       accumulate: int = 1) -> float:
+def batches_this_epoch(
+    num_batches: float, first_batch: int, max_steps: int, global_step: int, accumulate: int = 1
+) -> float:
     """The batch index at which this epoch will end: all its batches, or fewer when ``max_steps`` comes
     first (``first_batch``: where the epoch starts, >0 when resumed mid-epoch)."""
     if max_steps is None or max_steps < 0 or math.isinf(num_batches):
@@ -223,8 +242,9 @@ class StepProgressBar(TQDMProgressBar):
     def total_train_batches(self) -> float:
         # at the epoch's start, before its first batch: the guess for an epoch that starts at batch 0
         trainer = self.trainer
-        return batches_this_epoch(super().total_train_batches, 0, trainer.max_steps, trainer.global_step,
-                                  trainer.accumulate_grad_batches)
+        return batches_this_epoch(
+            super().total_train_batches, 0, trainer.max_steps, trainer.global_step, trainer.accumulate_grad_batches
+        )
 
     def on_train_start(self, trainer, *args) -> None:
         super().on_train_start(trainer, *args)
@@ -238,8 +258,99 @@ class StepProgressBar(TQDMProgressBar):
         bar = self.train_progress_bar
         if self._pending_total and bar is not None:
             self._pending_total = False
-            total = batches_this_epoch(trainer.num_training_batches, batch_idx, trainer.max_steps,
-                                       trainer.global_step, trainer.accumulate_grad_batches)
+            total = batches_this_epoch(
+                trainer.num_training_batches,
+                batch_idx,
+                trainer.max_steps,
+                trainer.global_step,
+                trainer.accumulate_grad_batches,
+            )
             bar.total = None if math.isinf(total) else total
             bar.initial = bar.n = batch_idx
             bar.set_description(f"Epoch {trainer.current_epoch}")  # refreshes
+
+
+# -- logs, loggers and the end-of-run summary ---------------------------------------------------------
+class _DropLines(logging.Filter):
+    """Drops log records whose message starts with one of ``prefixes`` (library advertising, not facts)."""
+
+    def __init__(self, *prefixes: str):
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(self.prefixes)
+
+
+def quiet_library_logs() -> None:
+    """Silence what libraries print on every run that tells the user nothing about it: Lightning 2.6's
+    "Tip: ... try installing litlogger/litmodels" lines and the deprecation warning that Lightning's own
+    ``_pytree`` triggers in torch 2.14 (``isinstance(treespec, LeafSpec)``; not from densekit's calls).
+    Idempotent."""
+    rank_zero = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, _DropLines) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropLines("\N{ELECTRIC LIGHT BULB} Tip:", "Tip:"))
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+
+
+def build_logger(config: dict, run_dir: Path):
+    """The Lightning logger ``config["logger"]`` names (csv, tensorboard, wandb), writing under ``run_dir``;
+    False for none."""
+    logger = config.get("logger") or {}
+    kind = logger.get("name")
+    if kind in (None, "none"):
+        return False
+    name = run_name(config["task"]["name"], config["backbone"]["name"], config["head"]["name"], logger.get("run_name"))
+    if kind == "csv":
+        # appends to <run_dir>/csv/metrics.csv when a run resumes (Lightning's CSVLogger would delete it)
+        return AppendingCSVLogger(save_dir=str(run_dir), name="csv", version="")
+    if kind == "tensorboard":
+        # <run_dir>/tensorboard/<run name>/events.out.tfevents.*: `tensorboard --logdir outputs` names runs
+        return pl.loggers.TensorBoardLogger(
+            save_dir=str(run_dir), name="tensorboard", version=name, default_hp_metric=False
+        )
+    if kind == "wandb":
+        mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+        return pl.loggers.WandbLogger(
+            project=logger.get("project", "densekit"),
+            name=name,
+            save_dir=str(run_dir),  # otherwise wandb writes ./wandb into the working directory
+            offline=mode == "offline",
+            config=config,
+        )
+    raise ValueError(f"unknown logger {kind!r}; expected csv, tensorboard, wandb or none")
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    """A two-column text table, headline metrics first, then per-class values."""
+    rows = sorted(metrics.items(), key=lambda kv: ("/" in kv[0].removeprefix("val/"), kv[0]))
+    width = max(len(k) for k, _ in rows) if rows else 10
+    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  ------"]
+    lines += [f"{k:<{width}}  {v:.4f}" for k, v in rows]
+    return "\n".join(lines)
+
+
+def collect_notes(module, datamodule, run_warnings: list[str], run_notes: list[str]) -> None:
+    """Add the task module's ``run_warnings`` and the datamodule's ``notes`` (each once) to the run's."""
+    for source, target in (
+        (getattr(module, "run_warnings", None), run_warnings),
+        (getattr(datamodule, "notes", None), run_notes),
+    ):
+        for line in source or []:
+            if line not in target:
+                target.append(str(line))
+
+
+def metrics_checkpoint(checkpoint, last, monitor: str) -> tuple[str | None, str | None, str]:
+    """(the checkpoint to compute the final metrics with, the best checkpoint or None, the summary's words
+    for where the metrics come from). "Best" only for a file the monitored validation chose."""
+    best = checkpoint.best_model_path
+    if best and Path(best).is_file():
+        return best, best, "best checkpoint"
+    if checkpoint.validations == 0:
+        why = "no validation ran during training, so there is no best"
+    else:
+        why = f"validation ran {checkpoint.validations}x but logged no {monitor}, so there is no best"
+    if last.path.is_file():
+        return str(last.path), None, f"{last.path.name}: {why}"
+    return None, None, f"the final weights in memory: {why}, and checkpoint.save_last=false wrote no last.ckpt"

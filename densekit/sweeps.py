@@ -1,18 +1,20 @@
 """Hydra sweeps (``python train.py -m sweep=optuna|grid``): one trial = one ``densekit.train.train`` run.
 
-Part of the composition root (with ``densekit.train``): the only other module that imports Hydra.
+Part of the composition root (with ``densekit.train``): it knows Hydra (its runtime config, override
+parser and callbacks); models, data and tasks do not.
 
 - ``run_trial(cfg)``: what the ``train.py`` shim calls. Trains, writes ``<run dir>/result.json`` (overrides,
   status, objective, all final metrics, the best checkpoint (null when no monitored validation chose one), the
   last checkpoint, which checkpoint the metrics come from and why, the run's warnings and notes, the run
   directory's size, wall time, git commit) for every trial, failed ones included (an earlier attempt's
-  result.json / error.txt are moved to ``previous-<time>/`` first), and returns the objective: the float of ``cfg.task.monitor``. In a multirun a failing trial is
-  logged with its traceback (``<trial>/error.txt`` and the trial's Hydra log), recorded as status=failed in
-  result.json, and returns the worst value for the sweep's direction (-inf when maximising, +inf when
-  minimising) so that the sweep goes on. Not NaN: hydra-optuna-sweeper 1.2/1.3 crashes on a NaN return
-  (optuna's tell() rejects NaN, and the plugin's fallback tell(FAIL, values=[nan]) raises again), so
-  optuna sees the failed trial as complete with the worst value, which TPE simply ranks last. The basic
-  (grid) sweeper ignores return values. A single run re-raises.
+  result.json / error.txt are moved to ``previous-<time>/`` first), and returns the objective: the float of
+  ``cfg.task.monitor``. In a multirun a failing trial is logged with its traceback (``<trial>/error.txt``
+  and the trial's Hydra log), recorded as status=failed in result.json, and returns the worst value for the
+  sweep's direction (-inf when maximising, +inf when minimising) so that the sweep goes on. Not NaN:
+  hydra-optuna-sweeper 1.2/1.3 crashes on a NaN return (optuna's tell() rejects NaN, and the plugin's
+  fallback tell(FAIL, values=[nan]) raises again), so optuna sees the failed trial as complete with the
+  worst value, which TPE simply ranks last. The basic (grid) sweeper ignores return values. A single run
+  re-raises.
 - ``CheckSweepParams``: a Hydra callback (registered by conf/sweep/*.yaml) that checks, before any trial is
   composed or trained, that every swept key exists in the config; a typo such as ``optim.lrr`` fails with
   the valid keys of ``optim`` instead of a composition error in the first trial.
@@ -100,7 +102,7 @@ def _run_facts(run_dir: Path, summary: dict) -> dict:
 
 def write_result(run_dir: Path, record: dict) -> Path:
     path = Path(run_dir) / RESULT_FILE
-    # NaN is not JSON: a failed trial's objective is written as null
+    # NaN and +-inf are not JSON: a missing or non-finite objective (status no_objective) is written as null
     clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
     path.write_text(json.dumps(clean, indent=2, sort_keys=False) + "\n")
     return path
@@ -148,19 +150,30 @@ def run_trial(cfg: DictConfig, train_fn=None) -> float:
         set_aside(run_dir, RECORD_FILES)  # an earlier attempt's records (if train() did not move them)
         (run_dir / ERROR_FILE).write_text(text)
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        record.update(status="failed", error=f"{type(err).__name__}: {first}",
-                      wall_time_s=round(time.perf_counter() - start, 3),
-                      **_run_facts(run_dir, train_module.last_run))
+        record.update(
+            status="failed",
+            error=f"{type(err).__name__}: {first}",
+            wall_time_s=round(time.perf_counter() - start, 3),
+            **_run_facts(run_dir, train_module.last_run),
+        )
         write_result(run_dir, record)
         if not multirun:
             raise
-        log.error("trial %s failed (%s); the sweep goes on. Traceback, also in %s:\n%s",
-                  trial, record["error"], run_dir / ERROR_FILE, text)
+        log.error(
+            "trial %s failed (%s); the sweep goes on. Traceback, also in %s:\n%s",
+            trial,
+            record["error"],
+            run_dir / ERROR_FILE,
+            text,
+        )
         return worst_value(record["direction"])
     except BaseException:  # Ctrl-C / TrainingInterrupted: record it, then stop the whole sweep
         set_aside(run_dir, RECORD_FILES)
-        record.update(status="interrupted", wall_time_s=round(time.perf_counter() - start, 3),
-                      **_run_facts(run_dir, train_module.last_run))
+        record.update(
+            status="interrupted",
+            wall_time_s=round(time.perf_counter() - start, 3),
+            **_run_facts(run_dir, train_module.last_run),
+        )
         write_result(run_dir, record)
         raise
     set_aside(run_dir, RECORD_FILES)  # a no-op after train(), which moved an earlier attempt's records aside
@@ -181,16 +194,6 @@ def run_trial(cfg: DictConfig, train_fn=None) -> float:
 
 # ---- optuna: a head-width search that follows the head ------------------------------------------------
 
-# The width keys of each head config (conf/head/*.yaml); heads without one (lightm, revunet3d: their widths
-# come from the backbone) get no width parameter.
-HEAD_WIDTH_KEYS = {
-    "lraspp": ("inter_channels",),
-    "fpn": ("pyramid_channels", "segmentation_channels"),
-    "deeplabv3plus": ("decoder_channels",),
-    "unet": ("decoder_channels",),
-    "ffnet": ("up_channels", "seg_channels"),
-    "flow": ("estimator_channels", "fine_estimator_channels", "context_channels"),
-}
 HEAD_WIDTH_FACTORS = (0.5, 1.0, 2.0)
 
 
@@ -201,11 +204,20 @@ def _scale_width(value, factor: float):
     return max(8, int(round(value * factor / 8)) * 8)
 
 
+def head_width_keys(name: str | None) -> tuple[str, ...]:
+    """The channel-width keys of head ``name``'s config: its registered ``width_keys`` fact. Heads without
+    one (lightm, revunet3d: their widths come from the backbone) and unknown names (the trial itself reports
+    those) give none."""
+    from .models import HEADS
+
+    return tuple(HEADS.fact(name, "width_keys", ())) if name in HEADS else ()
+
+
 def head_width_choices(head: dict) -> dict[str, list]:
     """``{"head.<key>": [w/2, w, 2w]}`` for each width key of ``head`` (a plain head config); lists are
     scaled entry by entry and given as override strings such as ``"[128,64,32,16]"``."""
     out = {}
-    for key in HEAD_WIDTH_KEYS.get(head.get("name"), ()):
+    for key in head_width_keys(head.get("name")):
         value = head.get(key)
         if value is None or (isinstance(value, (list, tuple)) and not value):
             continue  # e.g. fine_estimator_channels: null (= the coarse levels' widths), context_channels: []
@@ -242,7 +254,7 @@ def train_size_choices(data: dict) -> dict[str, list[str]]:
 def optuna_space(config: DictConfig, trial) -> None:
     """Optuna ``custom_search_space`` (conf/sweep/optuna.yaml), so that one sweep config serves every task:
     a categorical choice of half / the configured / double width for each width key of the sweep's head
-    (``HEAD_WIDTH_KEYS``) and of the training crop/size (``train_size_choices``). A key already swept or fixed
+    (``head_width_keys``) and of the training crop/size (``train_size_choices``). A key already swept or fixed
     on the command line is left alone (e.g. ``data.size=[64,64]``); the head width is skipped when the sweep
     also varies ``head`` (the width keys then differ per trial)."""
     taken = set(sweep_keys(config))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .schema import IGNORE_INDEX
+
 IGNORE_COLOR = (0, 0, 0)
 
 
@@ -21,7 +23,7 @@ def palette(num_classes: int) -> np.ndarray:
     return cmap
 
 
-def colorize_mask(mask: np.ndarray, num_classes: int, ignore_index: int = 255) -> np.ndarray:
+def colorize_mask(mask: np.ndarray, num_classes: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """(H, W) int class ids -> (H, W, 3) uint8; ignored pixels black; ids >= num_classes are an error."""
     mask = np.asarray(mask)
     keep = mask != ignore_index
@@ -43,7 +45,9 @@ def to_uint8(image) -> np.ndarray:
     return np.repeat(arr, 3, axis=2) if arr.shape[-1] == 1 else arr
 
 
-def overlay(image, mask: np.ndarray, num_classes: int, alpha: float = 0.5, ignore_index: int = 255) -> np.ndarray:
+def overlay(
+    image, mask: np.ndarray, num_classes: int, alpha: float = 0.5, ignore_index: int = IGNORE_INDEX
+) -> np.ndarray:
     """Class colours blended over the image (ignored pixels show the image)."""
     img = to_uint8(image).astype(np.float32)
     col = colorize_mask(mask, num_classes, ignore_index).astype(np.float32)
@@ -51,10 +55,16 @@ def overlay(image, mask: np.ndarray, num_classes: int, alpha: float = 0.5, ignor
     return np.where(keep, (1 - alpha) * img + alpha * col, img).astype(np.uint8)
 
 
-def seg_panel(image, target: np.ndarray, pred: np.ndarray, num_classes: int, ignore_index: int = 255) -> np.ndarray:
+def seg_panel(
+    image, target: np.ndarray, pred: np.ndarray, num_classes: int, ignore_index: int = IGNORE_INDEX
+) -> np.ndarray:
     """image | ground truth | prediction, side by side: (H, 3W, 3) uint8."""
     return np.concatenate(
-        [to_uint8(image), colorize_mask(target, num_classes, ignore_index), colorize_mask(pred, num_classes, ignore_index)],
+        [
+            to_uint8(image),
+            colorize_mask(target, num_classes, ignore_index),
+            colorize_mask(pred, num_classes, ignore_index),
+        ],
         axis=1,
     )
 
@@ -150,8 +160,14 @@ def color_wheel() -> np.ndarray:
         ramp = np.floor(255 * np.arange(n) / n)
         seg = np.zeros((n, 3))
         # (channel held at 255, channel ramping, up (+1) or down (-1))
-        held, moving, up = {"RY": (0, 1, 1), "YG": (1, 0, -1), "GC": (1, 2, 1),
-                            "CB": (2, 1, -1), "BM": (2, 0, 1), "MR": (0, 2, -1)}[name]
+        held, moving, up = {
+            "RY": (0, 1, 1),
+            "YG": (1, 0, -1),
+            "GC": (1, 2, 1),
+            "CB": (2, 1, -1),
+            "BM": (2, 0, 1),
+            "MR": (0, 2, -1),
+        }[name]
         seg[:, held] = 255
         seg[:, moving] = ramp if up > 0 else 255 - ramp
         cols.append(seg)

@@ -1,4 +1,5 @@
-"""Test setup: no network, wandb offline, the real conf tree composed with Hydra."""
+"""Test setup and fixtures: no network, wandb offline, the real conf tree composed with Hydra, shared tiny
+training runs, a read-only directory. Builders that tests call directly are in helpers.py."""
 
 import os
 
@@ -6,13 +7,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+from helpers import CONF, FLOW_SMOKE, VOLUME_SMOKE, train_run  # noqa: E402
 
 torch.set_num_threads(2)
 
@@ -30,68 +32,85 @@ def compose():
     return _compose
 
 
-def _train_run(tmp_path_factory, name: str, overrides: list[str]):
-    """Train once with ``overrides`` into a fresh directory: (run_dir, final metrics, printed output)."""
-    import contextlib
-    import io
-
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from densekit.train import train
-
-    run_dir = tmp_path_factory.mktemp(name)
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = hydra_compose(config_name="train", overrides=[*overrides, f"output_dir={run_dir}"])
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        metrics = train(cfg)
-    return run_dir, metrics, out.getvalue()
-
-
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """One seconds-long segmentation run (experiment=smoke), shared by the tests that need a checkpoint."""
-    return _train_run(tmp_path_factory, "smoke_run", ["experiment=smoke"])
+    return train_run(tmp_path_factory, "smoke_run", ["experiment=smoke"])
+
+
+@pytest.fixture(scope="module")
+def seg_ckpt(smoke_run):
+    """The best checkpoint of ``smoke_run``."""
+    run_dir, _, _ = smoke_run
+    return next((run_dir / "checkpoints").glob("best-*.ckpt"))
+
+
+@pytest.fixture(scope="module")
+def seg_predictor(seg_ckpt):
+    """A ``densekit.Predictor`` on ``seg_ckpt``."""
+    import densekit
+
+    return densekit.Predictor.from_checkpoint(seg_ckpt)
 
 
 @pytest.fixture(scope="session")
 def depth_run(tmp_path_factory):
     """One seconds-long depth run (task=depth experiment=smoke)."""
-    return _train_run(tmp_path_factory, "depth_run", ["task=depth", "experiment=smoke"])
+    return train_run(tmp_path_factory, "depth_run", ["task=depth", "experiment=smoke"])
 
 
 @pytest.fixture(scope="module")
 def single_thread():
     """Run a module single-threaded: the selective scan issues many small ops, and on the shared 2-core CPU
-    intra-op threading waits for a busy core on every op (measured 2-40x slower under load)."""
+    intra-op threading waits for a busy core on every op, which makes such a module much slower under load."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
 
 
-VOLUME_SMOKE = [
-    "task=volume", "data.train_length=4", "data.val_length=2", "data.size=[24,24,24]", "data.patch=[16,16,16]",
-    "data.batch_size=2", "trainer.val_check_interval=null", "trainer.enable_progress_bar=false",
-    "backbone.widths=[8,16,32,64,64]", "trainer.num_sanity_val_steps=0",
-]
-
-
 @pytest.fixture(scope="session")
 def volume_run(tmp_path_factory):
     """One seconds-long 3D run (task=volume, revmb3d + revunet3d, tiny widths and volumes)."""
-    return _train_run(tmp_path_factory, "volume_run", VOLUME_SMOKE)
-
-
-FLOW_SMOKE = [
-    "task=flow", "data.size=[64,64]", "data.augment.crop=[64,64]", "data.train_length=16", "data.val_length=8",
-    "data.batch_size=4", "trainer.val_check_interval=null", "trainer.enable_progress_bar=false",
-    "trainer.num_sanity_val_steps=0",
-]
+    return train_run(tmp_path_factory, "volume_run", VOLUME_SMOKE)
 
 
 @pytest.fixture(scope="session")
 def flow_run(tmp_path_factory):
     """One seconds-long flow run (task=flow, flow_pyramid + CompactFlowNet head, 64x64 pairs)."""
-    return _train_run(tmp_path_factory, "flow_run", FLOW_SMOKE)
+    return train_run(tmp_path_factory, "flow_run", FLOW_SMOKE)
+
+
+def readonly_dir(path: Path) -> Path:
+    """A directory nobody can create files in, or skip: chmod 0555 (not enough for root), then ``chattr +i``
+    (an immutable directory refuses root too). The caller undoes it with ``writable_again``."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o555)
+    probe = path / "probe"
+    try:
+        probe.write_bytes(b"")
+    except OSError:
+        return path
+    probe.unlink()
+    if shutil.which("chattr") and subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0:
+        try:
+            probe.write_bytes(b"")
+        except OSError:
+            return path
+        probe.unlink()
+    writable_again(path)
+    pytest.skip("cannot make a directory read-only here (root without chattr)")
+
+
+def writable_again(path: Path) -> None:
+    if shutil.which("chattr"):
+        subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+    path.chmod(0o755)
+
+
+@pytest.fixture
+def locked(tmp_path):
+    """A read-only directory in tmp_path (made writable again afterwards, so tmp_path can be removed)."""
+    path = readonly_dir(tmp_path / "locked")
+    yield path
+    writable_again(path)

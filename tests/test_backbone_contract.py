@@ -8,7 +8,7 @@ from densekit import create_backbone
 from densekit.models import BACKBONES, pad_to_multiple
 
 # lightm: same checks at smaller sizes in test_lightm.py (a full-resolution Mamba layer is slow on this CPU)
-NAMES_2D = sorted(n for n in BACKBONES if not n.startswith("lightm") and getattr(BACKBONES[n], "dims", 2) < 3)
+NAMES_2D = sorted(n for n in BACKBONES.names(dims=2) if not n.startswith("lightm"))
 
 
 @pytest.mark.parametrize("name", NAMES_2D)

@@ -46,7 +46,11 @@ def test_smoke_experiment_composes(compose):
 def test_incompatible_head_is_rejected_before_building(compose):
     cfg = compose([])
     cfg.head.name = "unet3d"
-    with pytest.raises(ValueError, match=r"head=unet3d does not fit task=seg; valid heads: \['deeplabv3plus', 'ffnet', 'fpn', 'lightm', 'lraspp', 'unet'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"head=unet3d does not fit task=seg; valid heads: "
+        r"\['deeplabv3plus', 'ffnet', 'fpn', 'lightm', 'lraspp', 'unet'\]",
+    ):
         check_config(cfg)
 
 

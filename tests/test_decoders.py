@@ -8,7 +8,8 @@ from densekit.losses import seg_loss
 from densekit.models import create_head
 from densekit.models.decoders import PyramidAdapter
 
-BACKBONES = ["mci0", "mci1", "mci2", {"name": "mobilenetv3_large", "dilated": True}, "mobilenetv3_large", "mobilesam"]  # lightm: test_lightm.py (its full-res Mamba is slow here)
+# lightm: test_lightm.py (its full-res Mamba is slow here)
+BACKBONES = ["mci0", "mci1", "mci2", {"name": "mobilenetv3_large", "dilated": True}, "mobilenetv3_large", "mobilesam"]
 HEADS = ["lraspp", "unet", "fpn", "deeplabv3plus", "ffnet"]
 
 
@@ -42,7 +43,10 @@ def test_backbone_head_train_step(backbone, head):
 
 # reference/models.md §7.2: on MCi2 features (80, 160, 320, 640), 19 classes
 FFNET = {
-    "B": (dict(base_channels=(64, 128, 128, 256), up_channels=(96, 96, 64, 32), seg_channels=256, seg_kernel=3), 1.31e6),
+    "B": (
+        dict(base_channels=(64, 128, 128, 256), up_channels=(96, 96, 64, 32), seg_channels=256, seg_kernel=3),
+        1.31e6,
+    ),
     "C": (dict(base_channels=(128,) * 4, up_channels=(128, 16, 16, 16), seg_channels=128, seg_kernel=1), 0.61e6),
 }
 
@@ -75,7 +79,8 @@ def test_pyramid_adapter_pools_repeated_strides():
 
 
 def test_unknown_head_lists_options():
-    with pytest.raises(ValueError, match=r"unknown head 'psp'; available: \['deeplabv3plus', 'ffnet', 'fpn', 'lightm', 'lraspp', 'revunet3d', 'unet'\]"):
+    heads = r"\['deeplabv3plus', 'ffnet', 'flow', 'fpn', 'lightm', 'lraspp', 'revunet3d', 'unet'\]"
+    with pytest.raises(ValueError, match=r"unknown head 'psp'; available: " + heads):
         create_head("psp", [8, 8, 8, 8], [4, 8, 16, 32], 2)
 
 

@@ -24,31 +24,21 @@ from densekit.data import (
     build_dataset,
 )
 from densekit.io import read_depth, write_depth_png
+from helpers import (
+    DEPTH_H,
+    DEPTH_W,
+    KITTI_DRIVE,
+    depth_pattern,
+    kitti_gt,
+    make_depth_folder,
+    make_nyu_folder,
+    rgb_pattern,
+    save_png16,
+)
+from helpers import make_kitti_depth as make_kitti
 
-H, W = 6, 8
+H, W = DEPTH_H, DEPTH_W  # the size the builders in helpers.py draw at
 CONF = Path(__file__).resolve().parents[1] / "conf" / "data"
-
-
-def rgb_pattern(h=H, w=W, k=0):
-    ys, xs = np.mgrid[0:h, 0:w]
-    return np.stack([xs * 20 % 256, ys * 30 % 256, np.full_like(xs, 40 * k)], -1).astype(np.uint8)
-
-
-def depth_pattern(h=H, w=W, k=0, base=1.0):
-    """Metres on a 1/256 grid (exact at KITTI's scale and, being multiples of 1/8 + 1 mm, at 1000 too)."""
-    ys, xs = np.mgrid[0:h, 0:w]
-    return (base + 0.125 * xs + 0.5 * ys + k).astype(np.float32)
-
-
-def save_rgb(path, rgb):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    options = {"quality": 100, "subsampling": 0} if path.suffix == ".jpg" else {}  # near-lossless JPEG
-    Image.fromarray(rgb).save(path, **options)
-
-
-def save_png16(path, values):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.asarray(values, np.uint16)).save(path)
 
 
 # -- io ------------------------------------------------------------------------------------------------
@@ -98,9 +88,7 @@ def make_nyu_mat(root, n=5, h=H, w=W):
     images = np.stack([rgb_pattern(h, w, k) for k in range(n)], -1)  # MATLAB's (H, W, 3, N)
     depths = np.stack([depth_pattern(h, w, k) for k in range(n)], -1)  # (H, W, N)
     root.mkdir(parents=True, exist_ok=True)
-    with h5py.File(
-        root / "nyu_depth_v2_labeled.mat", "w", userblock_size=512
-    ) as f:  # v7.3 has a 512-B header
+    with h5py.File(root / "nyu_depth_v2_labeled.mat", "w", userblock_size=512) as f:  # v7.3 has a 512-B header
         f["images"] = np.ascontiguousarray(images.transpose(3, 2, 1, 0))  # (N, 3, W, H)
         f["depths"] = np.ascontiguousarray(depths.transpose(2, 1, 0))  # (N, W, H)
         raw = depths.copy()
@@ -114,61 +102,6 @@ def make_nyu_mat(root, n=5, h=H, w=W):
     return root
 
 
-def make_nyu_folder(root, depth_scale=1000, size_of=None):
-    """The BTS/AdaBins extraction: sync/ (train) and official_splits/test/ with list files in root."""
-    lines = {"train": [], "val": []}
-    for split, base, scene, frames in (
-        ("train", "sync", "kitchen_0028a", (45, 46)),
-        ("val", "official_splits/test", "bathroom", (1,)),
-    ):
-        for k, frame in enumerate(frames):
-            rgb_rel, depth_rel = f"{scene}/rgb_{frame:05d}.jpg", f"{scene}/sync_depth_{frame:05d}.png"
-            save_rgb(root / base / rgb_rel, rgb_pattern(k=k))
-            d = depth_pattern(k=k) if size_of is None else depth_pattern(*size_of)
-            save_png16(root / base / depth_rel, np.rint(d * depth_scale))
-            lead = "/" if split == "train" else ""  # the train list's paths start with '/'
-            lines[split].append(f"{lead}{rgb_rel} {lead}{depth_rel} 518.8579")
-    (root / "nyudepthv2_train_files_with_gt.txt").write_text("\n".join(lines["train"]) + "\n")
-    (root / "nyudepthv2_test_files_with_gt.txt").write_text("\n".join(lines["val"]) + "\n")
-    return root
-
-
-KITTI_DRIVE = "2011_09_26_drive_0002_sync"
-
-
-def kitti_gt(h, w, k=0):
-    gt = np.zeros((h, w), np.float32)
-    gt[h // 2 :, ::3] = depth_pattern(h, w, k, base=5.0)[h // 2 :, ::3]  # sparse: LiDAR rows, lower half
-    return gt
-
-
-def make_kitti(root, h=H, w=W, frames=(5, 6), test_frames=(7, 8), gt_values=None):
-    """Raw frames under root/<date>/<drive>/image_02/data, annotated depth under
-    root/data_depth_annotated/{train,val}/<drive>/proj_depth/groundtruth/image_02 (value / 256 = metres)."""
-    lines = {"train": [], "val": []}
-    for split, sub, numbers in (("train", "train", frames), ("val", "val", test_frames)):
-        for k, n in enumerate(numbers):
-            rgb_rel = f"2011_09_26/{KITTI_DRIVE}/image_02/data/{n:010d}.png"
-            gt_rel = f"{KITTI_DRIVE}/proj_depth/groundtruth/image_02/{n:010d}.png"
-            save_rgb(root / rgb_rel, rgb_pattern(h, w, k))
-            gt = kitti_gt(h, w, k) if gt_values is None else gt_values
-            save_png16(root / "data_depth_annotated" / sub / gt_rel, np.rint(gt * 256))
-            lines[split].append(f"{rgb_rel} {gt_rel} 721.5377")
-    lines["val"].insert(1, f"2011_09_26/{KITTI_DRIVE}/image_02/data/0000000099.png None 721.5377")
-    (root / "eigen_train_files_with_gt.txt").write_text("\n".join(lines["train"]) + "\n")
-    (root / "eigen_test_files_with_gt.txt").write_text("\n".join(lines["val"]) + "\n")
-    return root
-
-
-def make_depth_folder(root, split="train"):
-    save_rgb(root / "images" / split / "a.png", rgb_pattern(k=0))
-    save_png16(root / "depth" / split / "a.png", np.rint(depth_pattern(k=0) * 1000))
-    save_rgb(root / "images" / split / "b.jpg", rgb_pattern(k=1))
-    np.save(root / "depth" / split / "b.npy", depth_pattern(k=1))
-    return root
-
-
-# -- readers -------------------------------------------------------------------------------------------
 def test_nyu_mat_transposes_the_matlab_layout_and_uses_the_official_split(tmp_path):
     root = make_nyu_mat(tmp_path)
     train = NYUv2Mat("train", root=root)
@@ -185,10 +118,7 @@ def test_nyu_mat_transposes_the_matlab_layout_and_uses_the_official_split(tmp_pa
     s = raw[1]  # k 4: depths 5 .. 8.375; above 6 m invalid; raw (0, 0) = 0 invalid
     expected = (depth_pattern(k=4) <= 6.0) & (depth_pattern(k=4) > 0)
     expected[0, 0] = False
-    assert (
-        torch.equal(s["valid"], torch.from_numpy(expected))
-        and float(s["depth"][0][~s["valid"]].abs().sum()) == 0
-    )
+    assert torch.equal(s["valid"], torch.from_numpy(expected)) and float(s["depth"][0][~s["valid"]].abs().sum()) == 0
     assert (
         raw.pixel_stats["outside_caps"] == int((depth_pattern(k=4) > 6).sum())
         and raw.pixel_stats["no_measurement"] == 1
@@ -232,9 +162,7 @@ def test_nyu_folder_reads_bts_lists_in_millimetres(tmp_path):
     assert isinstance(train, NYUv2Folder) and len(train) == 2
     s = train[1]
     assert torch.equal(s["depth"][0], torch.from_numpy(depth_pattern(k=1)))  # mm PNG / 1000, exact
-    assert (
-        s["image"] - torch.from_numpy(rgb_pattern(k=1)).permute(2, 0, 1) / 255
-    ).abs().max() < 3 / 255  # JPEG
+    assert (s["image"] - torch.from_numpy(rgb_pattern(k=1)).permute(2, 0, 1) / 255).abs().max() < 3 / 255  # JPEG
     assert s["valid"].all()
     val = NYUv2Folder("val", root=root)
     assert len(val) == 1 and val.files[0][0] == root / "official_splits/test/bathroom/rgb_00001.jpg"
@@ -245,9 +173,7 @@ def test_kitti_eigen_lists_sparse_gt_and_none_lines(tmp_path):
     train = KITTIDepth("train", root=root, max_depth=80.0)
     s = train[0]
     gt = kitti_gt(H, W)
-    assert torch.equal(s["depth"][0], torch.from_numpy(gt)) and torch.equal(
-        s["valid"], torch.from_numpy(gt > 0)
-    )
+    assert torch.equal(s["depth"][0], torch.from_numpy(gt)) and torch.equal(s["valid"], torch.from_numpy(gt > 0))
     assert int(s["valid"].sum()) == 3 * 3  # rows 3..5, columns 0, 3, 6
     assert torch.equal(s["image"], torch.from_numpy(rgb_pattern()).permute(2, 0, 1).float() / 255)
     with pytest.warns(
@@ -267,9 +193,7 @@ def test_kitti_kb_crop_is_the_bottom_centre_352x1216(tmp_path):
     root = make_kitti(tmp_path, h, w, frames=(5,), test_frames=(7,), gt_values=gt)
     s = KITTIDepth("train", root=root, kb_crop="train")[0]
     assert s["depth"].shape == (1, 352, 1216) and s["image"].shape == (3, 352, 1216)
-    assert (float(s["depth"][0, 0, 0]), float(s["depth"][0, -1, -1])) == (7.0, 11.0) and int(
-        s["valid"].sum()
-    ) == 2
+    assert (float(s["depth"][0, 0, 0]), float(s["depth"][0, -1, -1])) == (7.0, 11.0) and int(s["valid"].sum()) == 2
     with pytest.warns(DepthValueWarning):
         val = KITTIDepth("val", root=root, kb_crop="train")
     assert val[0]["depth"].shape == (1, h, w)  # evaluation stays on the full frame (garg crop)
@@ -304,9 +228,7 @@ def test_augment_moves_depth_with_the_image_and_pads_invalid(tmp_path):
     rows, cols = torch.nonzero(s["valid"], as_tuple=True)
     block = s["depth"][0, rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     assert torch.equal(block, flipped)  # flipped with the image, not scrambled
-    val = FolderDepth(
-        "val", root=make_depth_folder(tmp_path, "val"), depth_scale=1000, augment={"hflip": 1.0}
-    )
+    val = FolderDepth("val", root=make_depth_folder(tmp_path, "val"), depth_scale=1000, augment={"hflip": 1.0})
     assert torch.equal(val[1]["depth"][0], torch.from_numpy(depth_pattern(k=1)))  # no augment outside train
     with pytest.raises(ValueError, match="augment.scale zooms the scene"):
         FolderDepth("train", root=root, depth_scale=1000, augment={"scale": [0.5, 2.0]})
@@ -347,9 +269,7 @@ def test_nan_inf_negative_are_invalid_counted_and_warned_once(tmp_path):
 def test_millimetres_read_as_metres_are_flagged(tmp_path):
     root = make_nyu_folder(tmp_path)
     ds = NYUv2Folder("train", root=root, depth_scale=1, max_depth=10.0)  # the PNGs hold millimetres
-    with pytest.warns(
-        DepthValueWarning, match=r"sync_depth_00045\.png: median depth 2687\.5 m .*depth_scale=1000"
-    ):
+    with pytest.warns(DepthValueWarning, match=r"sync_depth_00045\.png: median depth 2687\.5 m .*depth_scale=1000"):
         s = ds[0]
     assert not s["valid"].any()  # 1000 .. 4375 "metres" are all beyond the 10 m cap
     assert len(ds.unit_suspects) == 1
@@ -388,9 +308,7 @@ def test_eight_bit_depth_png_is_a_bad_sample(tmp_path):
 
 def test_listed_but_absent_and_unpaired_files_are_errors(tmp_path):
     root = make_kitti(tmp_path)
-    (
-        root / "data_depth_annotated/train" / KITTI_DRIVE / "proj_depth/groundtruth/image_02/0000000006.png"
-    ).unlink()
+    (root / "data_depth_annotated/train" / KITTI_DRIVE / "proj_depth/groundtruth/image_02/0000000006.png").unlink()
     with pytest.raises(
         ValueError,
         match=r"eigen_train_files_with_gt\.txt lists 1 file\(s\) that do not exist:\n.*0000000006\.png",

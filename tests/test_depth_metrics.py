@@ -78,9 +78,7 @@ def test_caps_count_gt_in_min_max_and_clamp_predictions():
     # counted: gt 80 (pred 100 -> clamped to 80: exact) and gt 10 (pred 0 -> clamped to 1e-3)
     assert m["abs_rel"] == pytest.approx((0 + (10 - 1e-3) / 10) / 2)
     assert m["d1"] == pytest.approx(0.5)
-    assert depth_metrics(gt, gt, min_depth=1e-3)["abs_rel"] == pytest.approx(
-        0.0
-    )  # 90 counts without max_depth
+    assert depth_metrics(gt, gt, min_depth=1e-3)["abs_rel"] == pytest.approx(0.0)  # 90 counts without max_depth
     with pytest.raises(ValueError, match="max_depth"):
         depth_metrics(pred, gt, min_depth=1.0, max_depth=0.5)
 

@@ -9,13 +9,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import ROOT
+from helpers import ROOT
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", WANDB_MODE="offline")
 # 9 validation samples: not divisible by 2 processes (a padding sampler would count one twice)
 DDP_RUN = [
-    "experiment=smoke", "backbone=mobilenetv3_large", "backbone.pretrained=false", "data.train_length=16",
-    "data.val_length=9", "data.batch_size=4", "trainer.enable_progress_bar=false", "logger=csv",
+    "experiment=smoke",
+    "backbone=mobilenetv3_large",
+    "backbone.pretrained=false",
+    "data.train_length=16",
+    "data.val_length=9",
+    "data.batch_size=4",
+    "trainer.enable_progress_bar=false",
+    "logger=csv",
 ]
 
 
@@ -30,12 +36,16 @@ def last_logged_validation(run_dir: Path) -> dict[str, float]:
 def test_two_process_ddp_validation_equals_one_process_validation(compose, tmp_path):
     import pytorch_lightning as pl
 
-    from densekit.train import build_datamodule, build_task
+    from densekit.builder import datamodule_from_config, task_from_config
 
     run = tmp_path / "ddp"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *DDP_RUN, "trainer=ddp_cpu", f"output_dir={run}"],
-        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "distributed_backend=gloo" in proc.stdout + proc.stderr
@@ -46,12 +56,18 @@ def test_two_process_ddp_validation_equals_one_process_validation(compose, tmp_p
 
     # the same checkpoint validated by one process over the whole split
     cfg = compose([*DDP_RUN, f"output_dir={tmp_path / 'single'}"])
-    datamodule = build_datamodule(cfg)
+    datamodule = datamodule_from_config(cfg)
     datamodule.setup("fit")
-    module = build_task(cfg, list(datamodule.val_set.class_names))
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                         use_distributed_sampler=False, enable_model_summary=False,
-                         default_root_dir=str(tmp_path / "single"))  # validation pictures go there
+    module = task_from_config(cfg, list(datamodule.val_set.class_names))
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        use_distributed_sampler=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path / "single"),
+    )  # validation pictures go there
     single = trainer.validate(module, datamodule=datamodule, ckpt_path=str(best[0]), verbose=False)[0]
     assert set(ddp_metrics) == set(single) and "val/mIoU" in single and "val/loss" in single
     for key, value in single.items():
@@ -77,8 +93,9 @@ def test_slurm_launcher_config_composes(tmp_path):
     from hydra import initialize_config_dir
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = hydra_compose(config_name="train", overrides=["hydra/launcher=slurm", "hydra.launcher.nodes=2"],
-                            return_hydra_config=True)
+        cfg = hydra_compose(
+            config_name="train", overrides=["hydra/launcher=slurm", "hydra.launcher.nodes=2"], return_hydra_config=True
+        )
     launcher = cfg.hydra.launcher
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert (launcher.nodes, launcher.gpus_per_node, launcher.tasks_per_node) == (2, 8, 8)
@@ -89,12 +106,26 @@ def test_slurm_launcher_config_composes(tmp_path):
 def test_submitit_local_launcher_runs_a_job(tmp_path):
     run = tmp_path / "job"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=submitit_local", "experiment=smoke",
-         "backbone=mobilenetv3_large", "backbone.pretrained=false", "data.train_length=4",
-         "data.val_length=2",
-         "trainer.enable_progress_bar=false", f"output_dir={run}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-         "hydra.launcher.timeout_min=5"],
-        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=180,
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "-m",
+            "hydra/launcher=submitit_local",
+            "experiment=smoke",
+            "backbone=mobilenetv3_large",
+            "backbone.pretrained=false",
+            "data.train_length=4",
+            "data.val_length=2",
+            "trainer.enable_progress_bar=false",
+            f"output_dir={run}",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            "hydra.launcher.timeout_min=5",
+        ],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert list((run / "checkpoints").glob("best-*.ckpt")) and (run / "checkpoints" / "last.ckpt").is_file()

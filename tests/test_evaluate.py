@@ -1,4 +1,10 @@
+"""scripts/evaluate.py and densekit.evaluation: evaluation is the task's validation (the same numbers as
+trainer.validate), its options and checks, the baselines, and the panels it saves."""
+
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -6,36 +12,34 @@ import torch
 from PIL import Image
 
 import scripts.evaluate as evaluate_script
+from densekit import evaluation
+from densekit.builder import load_checkpoint_model
 from densekit.errors import ConfigError, DataError
-from densekit.inference import load_checkpoint_model, predict, sliding_window
+from densekit.models.baselines import ConstantDepth, DISFlow, ZeroFlow
 from densekit.viz import colorize_mask, palette, seg_panel
 from scripts.evaluate import main as evaluate_main
-from tests.test_cli_errors import locked  # noqa: F401 - a fixture
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
-class Scale(torch.nn.Module):
-    """A 'model' whose output at a pixel depends only on that pixel: sliding windows must reproduce it."""
-
-    def forward(self, x):
-        return torch.cat([x[:, :1] * 2.0, -x[:, :1]], dim=1)
-
-
-def test_sliding_window_equals_whole_for_a_pointwise_model():
-    x = torch.rand(2, 3, 37, 53)
-    whole = Scale()(x)
-    for crop, stride in [((16, 16), (8, 8)), ((20, 30), (20, 30)), ((64, 64), (32, 32))]:
-        torch.testing.assert_close(sliding_window(Scale(), x, crop, stride), whole)
-
-
-def test_flip_and_scale_tta_average_probabilities():
-    x = torch.rand(1, 3, 16, 16)
-    probs = predict(Scale(), x, flip=True, scales=(1.0,))
-    torch.testing.assert_close(probs, Scale()(x).softmax(1))  # pointwise model: flip is an identity
-    ms = predict(Scale(), x, scales=(0.5, 1.0))
-    assert ms.shape == (1, 2, 16, 16)
-    torch.testing.assert_close(ms.sum(1), torch.ones(1, 16, 16))
-    with pytest.raises(ValueError, match="needs crop"):
-        predict(Scale(), x, mode="slide")
+def test_baselines_are_models():
+    a = torch.rand(2, 3, 24, 32)
+    assert torch.equal(ZeroFlow()(a, a), torch.zeros(2, 2, 24, 32))
+    assert torch.equal(ConstantDepth(2.5)(a), torch.full((2, 1, 24, 32), 2.5))
+    # a smooth texture moved 3 px right: DIS finds u = +3, v = 0 away from the borders
+    g = torch.Generator().manual_seed(0)
+    tex = (
+        torch.nn.functional.interpolate(
+            torch.rand(1, 1, 12, 16, generator=g), size=(96, 128), mode="bicubic", align_corners=False
+        )
+        .clamp(0, 1)
+        .expand(1, 3, 96, 128)
+    )
+    moved = torch.roll(tex, shifts=3, dims=-1)
+    flow = DISFlow()(tex, moved)
+    assert flow.shape == (1, 2, 96, 128)
+    inner = flow[0, :, 16:-16, 16:-16]
+    assert abs(float(inner[0].median()) - 3.0) < 0.25 and abs(float(inner[1].median())) < 0.25
 
 
 def test_palette_and_colorize():
@@ -66,7 +70,60 @@ def test_checkpoint_round_trip_and_evaluate_script(smoke_run, tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"\['eval_crop'\] apply to depth checkpoints"):
         evaluate_main([f"ckpt={ckpt}", "eval_crop=garg"])
     tta = evaluate_main([f"ckpt={ckpt}", "flip=true", "scales=[0.75,1.0]", "mode=slide", "crop=[32,32]", "limit=2"])
-    assert 0.0 <= tta["val/mIoU"] <= 1.0
+    assert 0.0 <= tta["val/mIoU"] <= 1.0 and tta["val/mIoU"] != results["val/mIoU"]
+    with pytest.raises(ConfigError, match=r"mode=slide needs crop"):
+        evaluate_main([f"ckpt={ckpt}", "mode=slide"])
+    with pytest.raises(SystemExit, match="baseline must be unset for seg, got 'zero'"):
+        evaluate_main([f"ckpt={ckpt}", "baseline=zero"])
+
+
+@pytest.mark.slow
+def test_evaluate_equals_trainer_validate_on_the_same_checkpoint(smoke_run):
+    """Evaluation is the task's validation: without options its metrics are trainer.validate's on the same
+    checkpoint, exactly (the job of the former test that kept evaluate's TTA in step with validation's)."""
+    import pytorch_lightning as pl
+
+    from densekit.builder import datamodule_from_config
+    from densekit.tasks import get_task
+
+    run_dir, metrics, _ = smoke_run
+    ckpt = next((run_dir / "checkpoints").glob("best-*.ckpt"))
+    model, config = load_checkpoint_model(ckpt)
+    task = get_task(config["task"]["name"]).from_config(config, model=model, class_names=config["data"]["class_names"])
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
+    expected = {
+        k: float(v)
+        for k, v in trainer.validate(task, datamodule=datamodule_from_config(config), verbose=False)[0].items()
+    }
+    results = evaluate_main([f"ckpt={ckpt}"])
+    assert "val/mIoU" in expected and len(expected) > 5
+    assert {k: results[k] for k in expected} == expected
+    assert results["val/mIoU"] == pytest.approx(metrics["val/mIoU"], abs=1e-6)  # the training run's final numbers
+
+
+@pytest.mark.slow
+def test_the_command_line_writes_nothing_into_the_working_directory(smoke_run, tmp_path):
+    ckpt = next((smoke_run[0] / "checkpoints").glob("best-*.ckpt"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "evaluate.py"), f"ckpt={ckpt}", "limit=2"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "val/mIoU" in proc.stdout and "2 images from data=synthetic split=val" in proc.stdout
+    assert sorted(os.listdir(tmp_path)) == []  # no outputs/, .hydra/, evaluate.log, lightning_logs/
 
 
 def test_evaluate_rejects_bad_arguments(tmp_path):
@@ -78,18 +135,21 @@ def test_evaluate_rejects_bad_arguments(tmp_path):
         evaluate_main([f"ckpt={tmp_path / 'none.ckpt'}"])
 
 
-@pytest.mark.parametrize("arg,message", [
-    ("flip=ture", "flip=ture: expected true or false, got 'ture'"),  # was taken as true
-    ("flip=yes", "flip=yes: expected true or false, got 'yes'"),  # YAML 1.1 would say true
-    ("flip=1", "flip=1: expected true or false, got '1'"),
-    ("median_scaling=maybe", "median_scaling=maybe: expected true or false, got 'maybe'"),
-    ("batch_size=0", "batch_size=0: expected a positive int, got 0"),
-    ("limit=abc", "limit=abc: expected null or a positive int, got 'abc'"),
-    ("scales=0.5", "scales=0.5: expected a list of scale factors > 0, e.g. [0.75,1.0,1.25], got 0.5"),
-    ("crop=[64]", "crop=[64]: expected null or a list of 2 or 3 positive ints"),
-    ("mode=tile", "mode=tile: expected one of whole, slide, got 'tile'"),
-    ("eval_crop=nyu", "eval_crop=nyu: expected null or one of config, none, eigen_nyu, garg, eigen_kitti"),
-])
+@pytest.mark.parametrize(
+    "arg,message",
+    [
+        ("flip=ture", "flip=ture: expected true or false, got 'ture'"),  # was taken as true
+        ("flip=yes", "flip=yes: expected true or false, got 'yes'"),  # YAML 1.1 would say true
+        ("flip=1", "flip=1: expected true or false, got '1'"),
+        ("median_scaling=maybe", "median_scaling=maybe: expected true or false, got 'maybe'"),
+        ("batch_size=0", "batch_size=0: expected null or a positive int, got 0"),  # null: the data's val batch
+        ("limit=abc", "limit=abc: expected null or a positive int, got 'abc'"),
+        ("scales=0.5", "scales=0.5: expected a list of scale factors > 0, e.g. [0.75,1.0,1.25], got 0.5"),
+        ("crop=[64]", "crop=[64]: expected null or a list of 2 or 3 positive ints"),
+        ("mode=tile", "mode=tile: expected one of whole, slide, got 'tile'"),
+        ("eval_crop=nyu", "eval_crop=nyu: expected null or one of config, none, eigen_nyu, garg, eigen_kitti"),
+    ],
+)
 def test_every_flag_is_typed(arg, message):
     with pytest.raises(ConfigError) as err:
         evaluate_script.parse_args(["ckpt=x.ckpt", arg])
@@ -97,8 +157,9 @@ def test_every_flag_is_typed(arg, message):
 
 
 def test_booleans_and_paths_parse_as_written():
-    opts, _ = evaluate_script.parse_args(["ckpt=true", "flip=True", "median_scaling=false", "save_dir=2024",
-                                          "limit=null", "crop=[32,32]"])
+    opts, _ = evaluate_script.parse_args(
+        ["ckpt=true", "flip=True", "median_scaling=false", "save_dir=2024", "limit=null", "crop=[32,32]"]
+    )
     assert opts["ckpt"] == "true" and opts["flip"] is True and opts["median_scaling"] is False
     assert opts["save_dir"] == "2024" and opts["limit"] is None and opts["crop"] == [32, 32]
 
@@ -115,10 +176,11 @@ def _fake_checkpoint(path, compose, overrides):
 @pytest.fixture
 def no_model(monkeypatch):
     """Fail the test if evaluate.py gets as far as building a model."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("a model was built before the check")
 
-    monkeypatch.setattr(evaluate_script, "load_checkpoint_model", refuse)
+    monkeypatch.setattr(evaluation, "load_checkpoint_model", refuse)
 
 
 @pytest.mark.slow
@@ -128,16 +190,31 @@ def test_checkpoint_data_mismatch_is_one_line_naming_both(smoke_run, depth_run, 
     volume = _fake_checkpoint(tmp_path / "volume.ckpt", compose, ["task=volume"])
     cases = [  # (ckpt, data arguments, the message); before: KeyError 'num_classes', "unexpected keyword
         # argument 'val_patch'", "data has 4 classes but the checkpoint predicts 5"
-        (seg, ["data=motorcycle"], f"ckpt {seg} is a seg model trained on data=synthetic; data=motorcycle is flow "
-                                   f"data (task flow)"),
-        (volume, ["data=folder", f"data.root={tmp_path}"],
-         f"ckpt {volume} is a volume model trained on data=synthetic_volume; data=folder is seg data (task seg)"),
-        (seg, ["data=synthetic_volume"], f"ckpt {seg} is a seg model trained on data=synthetic; "
-                                         f"data=synthetic_volume is volume data (task volume)"),
-        (depth, ["data=folder", f"data.root={tmp_path}"],
-         f"ckpt {depth} is a depth model trained on data=synthetic; data=folder is seg data (task seg)"),
-        (seg, ["data=folder", f"data.root={tmp_path}", "data.num_classes=3"],
-         f"ckpt {seg} predicts 5 classes (trained on data=synthetic); data.num_classes=3 (data=folder)"),
+        (
+            seg,
+            ["data=motorcycle"],
+            f"ckpt {seg} is a seg model trained on data=synthetic; data=motorcycle is flow data (task flow)",
+        ),
+        (
+            volume,
+            ["data=folder", f"data.root={tmp_path}"],
+            f"ckpt {volume} is a volume model trained on data=synthetic_volume; data=folder is seg data (task seg)",
+        ),
+        (
+            seg,
+            ["data=synthetic_volume"],
+            f"ckpt {seg} is a seg model trained on data=synthetic; data=synthetic_volume is volume data (task volume)",
+        ),
+        (
+            depth,
+            ["data=folder", f"data.root={tmp_path}"],
+            f"ckpt {depth} is a depth model trained on data=synthetic; data=folder is seg data (task seg)",
+        ),
+        (
+            seg,
+            ["data=folder", f"data.root={tmp_path}", "data.num_classes=3"],
+            f"ckpt {seg} predicts 5 classes (trained on data=synthetic); data.num_classes=3 (data=folder)",
+        ),
     ]
     for ckpt, args, message in cases:
         with pytest.raises(ConfigError) as err:
@@ -167,14 +244,17 @@ def test_directory_as_checkpoint(smoke_run, tmp_path, capsys):
     only_last = tmp_path / "run" / "checkpoints"
     only_last.mkdir(parents=True)
     os.symlink(run_dir / "checkpoints" / "last.ckpt", only_last / "last.ckpt")
-    assert evaluate_script.resolve_checkpoint(tmp_path / "run") == only_last / "last.ckpt"
-    assert evaluate_script.resolve_checkpoint(only_last) == only_last / "last.ckpt"
+    assert evaluation.resolve_checkpoint(tmp_path / "run") == only_last / "last.ckpt"
+    assert evaluation.resolve_checkpoint(only_last) == only_last / "last.ckpt"
     empty = tmp_path / "empty"
     (empty / "logs").mkdir(parents=True)
     (empty / "notes.txt").write_text("")
-    with pytest.raises(DataError, match=rf"^ckpt={empty} is a directory without a checkpoint \(looked for "
-                                        r"checkpoints/best-\*.ckpt, checkpoints/last.ckpt and \*.ckpt\); it "
-                                        r"holds: logs/, notes.txt$"):
+    with pytest.raises(
+        DataError,
+        match=rf"^ckpt={empty} is a directory without a checkpoint \(looked for "
+        r"checkpoints/best-\*.ckpt, checkpoints/last.ckpt and \*.ckpt\); it "
+        r"holds: logs/, notes.txt$",
+    ):
         evaluate_main([f"ckpt={empty}"])
 
 

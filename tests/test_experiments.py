@@ -5,10 +5,9 @@ import math
 import pytest
 
 from densekit.train import train
-from tests.test_depth_datasets import make_kitti, make_nyu_folder
-from tests.test_flow_datasets import make_chairs, make_sintel, make_things
-from tests.test_flow_datasets import make_kitti as make_kitti15
-from tests.test_seg_datasets import make_ade, make_cityscapes, make_folder
+from helpers import make_ade, make_chairs, make_cityscapes, make_folder, make_nyu_folder, make_sintel, make_things
+from helpers import make_kitti_depth as make_kitti
+from helpers import make_kitti_flow as make_kitti15
 
 SHRINK = [
     "backbone.pretrained=false",
@@ -25,22 +24,48 @@ SHRINK = [
 ]
 
 RECIPES = {
-    "lraspp_mbv3_cityscapes": (make_cityscapes, {"backbone.name": "mobilenetv3_large", "head.name": "lraspp",
-                                                  "data.name": "cityscapes", "optim.name": "sgd"}),
-    "mci2_fpn_ade20k": (make_ade, {"backbone.name": "mci2", "head.name": "fpn", "data.name": "ade20k",
-                                   "optim.lr": 2e-4}),
-    "lightm_folder": (lambda root: make_folder(make_folder(root), split="val"), {"backbone.name": "lightm", "head.name": "lightm", "data.name": "folder"}),
-    "mobilesam_lraspp_cityscapes": (make_cityscapes, {"backbone.name": "mobilesam", "head.name": "lraspp",
-                                                      "data.name": "cityscapes"}),
+    "lraspp_mbv3_cityscapes": (
+        make_cityscapes,
+        {"backbone.name": "mobilenetv3_large", "head.name": "lraspp", "data.name": "cityscapes", "optim.name": "sgd"},
+    ),
+    "mci2_fpn_ade20k": (
+        make_ade,
+        {"backbone.name": "mci2", "head.name": "fpn", "data.name": "ade20k", "optim.lr": 2e-4},
+    ),
+    "lightm_folder": (
+        lambda root: make_folder(make_folder(root), split="val"),
+        {"backbone.name": "lightm", "head.name": "lightm", "data.name": "folder"},
+    ),
+    "mobilesam_lraspp_cityscapes": (
+        make_cityscapes,
+        {"backbone.name": "mobilesam", "head.name": "lraspp", "data.name": "cityscapes"},
+    ),
 }
 
 
 # depth recipes: fixture frames are 6x8, so the crops shrink (and pad: padded pixels are not valid)
 DEPTH_RECIPES = {
-    "depth_nyuv2_mci2": (make_nyu_folder, {"task.name": "depth", "backbone.name": "mci2", "head.name": "fpn",
-                                           "data.name": "nyuv2", "data.eval_crop": "eigen_nyu"}),
-    "depth_kitti_eigen": (make_kitti, {"task.name": "depth", "backbone.name": "mci2", "head.name": "fpn",
-                                       "data.name": "kitti", "data.eval_crop": "garg", "data.max_depth": 80.0}),
+    "depth_nyuv2_mci2": (
+        make_nyu_folder,
+        {
+            "task.name": "depth",
+            "backbone.name": "mci2",
+            "head.name": "fpn",
+            "data.name": "nyuv2",
+            "data.eval_crop": "eigen_nyu",
+        },
+    ),
+    "depth_kitti_eigen": (
+        make_kitti,
+        {
+            "task.name": "depth",
+            "backbone.name": "mci2",
+            "head.name": "fpn",
+            "data.name": "kitti",
+            "data.eval_crop": "garg",
+            "data.max_depth": 80.0,
+        },
+    ),
 }
 
 
@@ -89,18 +114,23 @@ FLOW_SHRINK = [o for o in SHRINK if "crop" not in o] + ["data.augment.crop=[12,1
 def test_flow_staged_schedule_composes_and_trains(compose, tmp_path):
     """chairs from scratch, then things / sintel / kitti each initialised from the previous weights."""
     chairs = make_chairs(tmp_path / "chairs")
-    cfg = compose(["experiment=flow_chairs", f"data.root={chairs}", f"output_dir={tmp_path / 'chairs_run'}",
-                   *FLOW_SHRINK])
+    cfg = compose(
+        ["experiment=flow_chairs", f"data.root={chairs}", f"output_dir={tmp_path / 'chairs_run'}", *FLOW_SHRINK]
+    )
     assert (cfg.data.name, cfg.head.name, cfg.optim.lr, cfg.trainer.max_steps) == ("chairs", "flow", 4e-4, 2)
     metrics = train(cfg)
     assert metrics["val/epe"] >= 0.0
     stage1 = next((tmp_path / "chairs_run" / "checkpoints").glob("best-*.ckpt"))
     things = make_things(make_things(tmp_path / "things"), part="TEST")
-    for recipe, root in [("flow_things", things), ("flow_sintel_ft", make_sintel(tmp_path / "sintel")),
-                         ("flow_kitti_ft", make_kitti15(tmp_path / "kitti"))]:
+    for recipe, root in [
+        ("flow_things", things),
+        ("flow_sintel_ft", make_sintel(tmp_path / "sintel")),
+        ("flow_kitti_ft", make_kitti15(tmp_path / "kitti")),
+    ]:
         run = tmp_path / f"{recipe}_run"
-        cfg = compose([f"experiment={recipe}", f"data.root={root}", f"output_dir={run}", f"init_from={stage1}",
-                       *FLOW_SHRINK])
+        cfg = compose(
+            [f"experiment={recipe}", f"data.root={root}", f"output_dir={run}", f"init_from={stage1}", *FLOW_SHRINK]
+        )
         metrics = train(cfg)
         assert math.isfinite(metrics["val/epe"]), recipe
         if recipe != "flow_things":  # Sintel and KITTI mark occlusions: EPE is split into noc / occ
@@ -110,8 +140,15 @@ def test_flow_staged_schedule_composes_and_trains(compose, tmp_path):
 def test_staged_flow_recipes_need_the_previous_stage(compose, tmp_path):
     with pytest.raises(ValueError, match="continues from experiment=flow_chairs: pass init_from="):
         train(compose(["experiment=flow_things", f"output_dir={tmp_path}", "data.root=/nonexistent"]))
-    cfg = compose(["task=flow", f"output_dir={tmp_path}", f"init_from={tmp_path / 'none.ckpt'}", *FLOW_SHRINK,
-                   "data.augment.crop=[64,64]"])
+    cfg = compose(
+        [
+            "task=flow",
+            f"output_dir={tmp_path}",
+            f"init_from={tmp_path / 'none.ckpt'}",
+            *FLOW_SHRINK,
+            "data.augment.crop=[64,64]",
+        ]
+    )
     with pytest.raises(FileNotFoundError, match="init_from: checkpoint not found"):
         train(cfg)
 

@@ -1,15 +1,22 @@
 """ONNX / TorchScript export: parity with eager at the export size and at another size, re-parameterisation,
-two-input (flow) models, and the scripts/export.py command line."""
+two-input (flow) models, names and example inputs from the task, and the scripts/export.py command line
+(conf/export.yaml through Hydra, densekit.export.command)."""
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 
 from densekit import create_model
+from densekit.cli import EXIT_CONFIG, exit_code, format_error
+from densekit.errors import ConfigError, DataError
 from densekit.export import (
     check_parity,
     example_inputs_for,
@@ -21,13 +28,26 @@ from densekit.export import (
     reparameterize,
     torchscript_metadata,
 )
-from densekit.errors import ConfigError, DataError
-from scripts.export import main as export_main
-from tests.test_cli_errors import locked  # noqa: F401 - a fixture
+from densekit.export.command import OPTIONS, export_checkpoint, export_options
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # one intra-op thread: on the shared 2-core CPU two threads wait for a busy core at every op (eager mci0 at
 # 64x64 measured 1 s with 2 threads under load vs 65 ms with 1)
 pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def export_config(args) -> dict:
+    """The plain config scripts/export.py gets: conf/export.yaml composed with ``args`` as Hydra does."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return OmegaConf.to_container(compose(config_name="export", overrides=list(args)), resolve=True)
+
+
+def export_main(args) -> dict:
+    """scripts/export.py in-process (its main is this, inside densekit.cli's error reporting)."""
+    return export_checkpoint(export_options(export_config(args)))
 
 
 @pytest.fixture(scope="module")
@@ -139,8 +159,12 @@ def test_onnx_falls_back_to_static_for_frozen_shape_logic(tmp_path):
 def test_torchscript_parity(fused, tmp_path):
     x = torch.rand(1, 3, 64, 64)
     path = export_torchscript(fused, tmp_path / "m.ts", (x,), task="seg")
-    assert torchscript_metadata(path) == {"task": "seg", "dynamic_hw": True, "export_size": [64, 64],
-                                          "method": "torch.jit.trace"}
+    assert torchscript_metadata(path) == {
+        "task": "seg",
+        "dynamic_hw": True,
+        "export_size": [64, 64],
+        "method": "torch.jit.trace",
+    }
     res = check_parity(fused, path, (x,), repeats=0)
     assert res["runtime"] == "torchscript" and res["output_shape"] == [1, 3, 64, 64]
     assert res["max_abs_diff"] <= 1e-4
@@ -174,8 +198,9 @@ def test_io_names_and_example_inputs():
         io_names("pose", (torch.rand(1, 3, 4, 4),))
     flow = example_inputs_for({"task": {"name": "flow"}}, 16, 24)
     assert [tuple(x.shape) for x in flow] == [(1, 3, 16, 24), (1, 3, 16, 24)] and not torch.equal(*flow)
-    vol = example_inputs_for({"task": {"name": "volume"}, "backbone": {"in_channels": 4},
-                              "data": {"patch": [8, 32, 32]}}, 16, 24)
+    vol = example_inputs_for(
+        {"task": {"name": "volume"}, "backbone": {"in_channels": 4}, "data": {"patch": [8, 32, 32]}}, 16, 24
+    )
     assert tuple(vol[0].shape) == (1, 4, 8, 16, 24)
     assert float(vol[0].min()) >= 0 and float(vol[0].max()) <= 1
 
@@ -195,8 +220,17 @@ def test_export_script_on_a_checkpoint(smoke_run, tmp_path, capsys):
     assert report["parity_other_size"]["size"] == [53, 51]
     assert "max abs diff to eager at 64x64" in out and "ONNX Runtime" in out and "speedup" in out
     assert onnx_metadata(onnx_file)["task"] == "seg"
-    report = export_main([f"ckpt={ckpt}", "format=torchscript", f"output={tmp_path / 'x.ts'}", "height=64",
-                          "width=64", "repeats=0", "dynamic=false"])
+    report = export_main(
+        [
+            f"ckpt={ckpt}",
+            "format=torchscript",
+            f"output={tmp_path / 'x.ts'}",
+            "height=64",
+            "width=64",
+            "repeats=0",
+            "dynamic=false",
+        ]
+    )
     assert report["parity"]["runtime"] == "torchscript" and report["parity"]["max_abs_diff"] <= 1e-4
     assert (tmp_path / "x.ts").is_file() and "parity_other_size" not in report
 
@@ -206,8 +240,15 @@ def test_export_script_bad_inputs(tmp_path):
         export_main(["ckpt=x.ckpt", "format=tflite"])
     with pytest.raises(ConfigError, match="missing ckpt=<path>"):
         export_main(["format=onnx"])
-    with pytest.raises(ConfigError, match="unknown option 'size'"):
+    with pytest.raises(Exception) as err:  # Hydra refuses a key conf/export.yaml does not have
         export_main(["ckpt=x.ckpt", "size=64"])
+    assert exit_code(err.value) == EXIT_CONFIG
+    assert format_error(err.value) == (
+        "Could not override 'size': Key 'size' is not in struct",
+        "To append to your config use +size=64",
+    )
+    with pytest.raises(ConfigError, match="unknown option 'size'; expected one of"):
+        export_main(["ckpt=x.ckpt", "+size=64"])  # ... and so does the option check
     with pytest.raises(ConfigError, match="height=big: expected a positive integer, got 'big'"):
         export_main(["ckpt=x.ckpt", "height=big"])
     with pytest.raises(FileNotFoundError, match="checkpoint not found: .*missing.ckpt"):
@@ -218,32 +259,69 @@ def test_export_script_bad_inputs(tmp_path):
         export_main([f"ckpt={foreign}"])
 
 
-@pytest.mark.parametrize("arg,message", [
-    ("dynamic=yes", "dynamic=yes: expected true or false, got 'yes'"),  # YAML 1.1 would take it as true
-    ("reparameterize=ture", "reparameterize=ture: expected true or false, got 'ture'"),
-    ("dynamo=1", "dynamo=1: expected true or false, got '1'"),
-    ("repeats=-1", "repeats=-1: expected an integer >= 0, got -1"),
-    ("opset=abc", "opset=abc: expected an ONNX opset >= 7, got 'abc'"),
-    ("threads=0", "threads=0: expected null or a positive integer, got 0"),
-])
+@pytest.mark.parametrize(
+    "arg,message",
+    [
+        ("dynamic=yes", "dynamic=yes: expected true or false, got 'yes'"),  # YAML 1.1 would take it as true
+        ("reparameterize=ture", "reparameterize=ture: expected true or false, got 'ture'"),
+        ("dynamo=1", "dynamo=1: expected true or false, got 1"),
+        ("repeats=-1", "repeats=-1: expected an integer >= 0, got -1"),
+        ("opset=abc", "opset=abc: expected an ONNX opset >= 7, got 'abc'"),
+        ("threads=0", "threads=0: expected null or a positive integer, got 0"),
+    ],
+)
 def test_export_flags_are_typed(arg, message):
-    from scripts.export import parse_args
-
     with pytest.raises(ConfigError) as err:
-        parse_args(["ckpt=x.ckpt", arg])
+        export_options(export_config(["ckpt=x.ckpt", arg]))
     assert str(err.value) == message
-    opts = parse_args(["ckpt=true", "dynamic=False", "output=17", "threads=null"])
+    opts = export_options(export_config(["ckpt=true", "dynamic=False", "output=17", "threads=null"]))
     assert opts["ckpt"] == "true" and opts["dynamic"] is False and opts["output"] == "17" and opts["threads"] is None
+
+
+def test_export_yaml_and_option_types_agree():
+    defaults = export_config(["ckpt=x.ckpt"])
+    assert set(defaults) == set(OPTIONS)
+    assert export_options(defaults)["format"] == "onnx"  # every default passes its own rule
+    with pytest.raises(ConfigError) as err:  # the first wrong option, naming the others
+        export_options(export_config(["ckpt=x.ckpt", "height=0", "format=tflite"]))
+    assert str(err.value) == "format=tflite: expected one of onnx, torchscript, got 'tflite' (also wrong: height)"
+
+
+def test_export_script_writes_nothing_but_its_output(tmp_path):
+    """As a user runs it: Hydra leaves no outputs/, .hydra/ or log file in the working directory, and a
+    user error is one line with densekit.cli's exit status."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    for key in ("HYDRA_FULL_ERROR", "DENSEKIT_FULL_ERROR"):
+        env.pop(key, None)
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "export.py"), *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+
+    proc = run(f"ckpt={tmp_path / 'missing.ckpt'}")
+    assert proc.returncode == 1 and proc.stderr == f"error: checkpoint not found: {tmp_path / 'missing.ckpt'}\n"
+    proc = run("ckpt=x.ckpt", "size=64")
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [
+        "error: Could not override 'size': Key 'size' is not in struct",
+        "  To append to your config use +size=64",
+    ]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_export_output_is_checked_before_the_model(tmp_path, monkeypatch, locked):
     """Before: an unwritable output was a raw PermissionError after the whole export had run."""
-    import scripts.export as export_script
+    import densekit.export.command as command
 
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the output was checked")
 
-    monkeypatch.setattr(export_script, "load_checkpoint_model", refuse)
+    monkeypatch.setattr(command, "load_checkpoint_model", refuse)
     ckpt = tmp_path / "run.ckpt"
     ckpt.write_bytes(b"not read")
     with pytest.raises(PermissionError, match=rf"output {locked} is not writable"):
@@ -260,15 +338,38 @@ def test_export_output_is_checked_before_the_model(tmp_path, monkeypatch, locked
 
 
 def test_bench_models_table_csv_and_plot(tmp_path, capsys):
-    from scripts.bench_models import main as bench_main
+    from densekit.benchmarks import main as bench_main
 
     out = tmp_path / "models.csv"
-    rows = bench_main(["--size", "32", "--backbones", "mobilenetv3_large", "--heads", "lraspp", "nohead",
-                       "--tasks", "seg", "--repeats", "1", "--threads", "1", "--no-memory", "--out", str(out)])
+    rows = bench_main(
+        [
+            "models",
+            "--size",
+            "32",
+            "--backbones",
+            "mobilenetv3_large",
+            "--heads",
+            "lraspp",
+            "nohead",
+            "--tasks",
+            "seg",
+            "--repeats",
+            "1",
+            "--threads",
+            "1",
+            "--no-memory",
+            "--out",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr().out
-    assert len(rows) == 1 and "skip seg mobilenetv3_large+nohead: unknown head 'nohead'" in printed
-    model = create_model("seg", backbone={"name": "mobilenetv3_large", "pretrained": False}, head="lraspp",
-                         num_classes=19)
+    skip = next(line for line in printed.splitlines() if line.startswith("skip "))
+    # the refusal names the wrong head and the valid ones (densekit.create_model asks the task)
+    assert len(rows) == 1 and skip.startswith("skip seg mobilenetv3_large+nohead: ")
+    assert "'nohead'" in skip and "lraspp" in skip
+    model = create_model(
+        "seg", backbone={"name": "mobilenetv3_large", "pretrained": False}, head="lraspp", num_classes=19
+    )
     row = rows[0]
     assert row["params_M"] == pytest.approx(sum(p.numel() for p in model.parameters()) / 1e6)  # nothing to fuse
     assert row["GMACs"] > 0 and row["eager_ms"] > 0 and row["ort_ms"] > 0 and row["ort_max_abs_diff"] <= 1e-4

@@ -1,129 +1,41 @@
 """Flow readers on tiny fixture trees written in each dataset's official layout (flow files byte by byte
 from the format definitions), their bad-input errors, and the conf/data flow configs."""
 
-import struct
 import warnings
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 
-from densekit.data import DATASETS, BadSampleWarning, FlyingChairs, FlyingThings3D, FolderFlow, KITTI2015
-from densekit.data import MPISintel, build_dataset
+from densekit.data import (
+    DATASETS,
+    KITTI2015,
+    BadSampleWarning,
+    FlyingChairs,
+    FlyingThings3D,
+    FolderFlow,
+    MPISintel,
+    build_dataset,
+)
+from helpers import (
+    FLOW_H,
+    FLOW_W,
+    frame,
+    kitti_valid,
+    known_flow,
+    make_chairs,
+    make_sintel,
+    make_things,
+    save_rgb,
+    write_flo,
+    write_kitti,
+)
+from helpers import make_kitti_flow as make_kitti
 
-H, W = 12, 16
+H, W = FLOW_H, FLOW_W  # the size the builders in helpers.py draw at
 CONF = Path(__file__).resolve().parents[1] / "conf" / "data"
-
-
-def frame(value, h=H, w=W):
-    """A frame whose red channel identifies it (value) and whose green channel is a column ramp."""
-    img = np.zeros((h, w, 3), np.uint8)
-    img[..., 0] = value
-    img[..., 1] = np.arange(w) * 10
-    return img
-
-
-def save_rgb(path, rgb):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rgb).save(path)
-
-
-def known_flow(k, h=H, w=W):
-    """u = k + x / 4, v = -k + y / 8 (pixels): distinct per sample and per pixel."""
-    ys, xs = np.mgrid[0:h, 0:w]
-    return np.stack([k + xs / 4, -k + ys / 8], -1).astype(np.float32)
-
-
-def write_flo(path, flow):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    h, w = flow.shape[:2]
-    path.write_bytes(struct.pack("<fii", 202021.25, w, h) + flow.astype("<f4").tobytes())
-
-
-def write_pfm3(path, flow):
-    """A FlyingThings-style PFM: 'PF', 3 channels (u, v, 0), little-endian (scale -1), bottom row first."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    h, w = flow.shape[:2]
-    data = np.concatenate([flow, np.zeros((h, w, 1), np.float32)], -1)[::-1]
-    path.write_bytes(f"PF\n{w} {h}\n-1.0\n".encode() + data.astype("<f4").tobytes())
-
-
-def write_kitti(path, flow, valid):
-    """KITTI flow PNG: 16-bit, R, G, B = u * 64 + 2^15, v * 64 + 2^15, valid (OpenCV writes B, G, R)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    enc = np.zeros(flow.shape[:2] + (3,), np.uint16)
-    enc[..., 0] = np.round(flow[..., 0] * 64 + 2**15)
-    enc[..., 1] = np.round(flow[..., 1] * 64 + 2**15)
-    enc[..., 2] = valid
-    cv2.imwrite(str(path), enc[..., ::-1])
-
-
-def save_mask(path, mask):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).save(path)
-
-
-# -- fixture trees ----------------------------------------------------------------------------------------
-def make_chairs(root, marks=(1, 2, 1)):
-    for k, _ in enumerate(marks, 1):
-        save_rgb(root / "data" / f"{k:05d}_img1.ppm", frame(10 * k))
-        save_rgb(root / "data" / f"{k:05d}_img2.ppm", frame(10 * k + 1))
-        write_flo(root / "data" / f"{k:05d}_flow.flo", known_flow(k))
-    (root / "FlyingChairs_train_val.txt").write_text("\n".join(str(m) for m in marks) + "\n")
-    return root
-
-
-def make_things(root, part="TRAIN"):
-    for cam, c in (("left", "L"), ("right", "R")):
-        seq = Path(part) / "A" / "0000"
-        for n in (6, 7, 8):
-            base = 100 if cam == "left" else 150
-            for pas in ("cleanpass", "finalpass"):
-                value = base + n + (0 if pas == "cleanpass" else 30)
-                save_rgb(root / f"frames_{pas}" / seq / cam / f"{n:04d}.png", frame(value))
-            flow_dir = root / "optical_flow" / seq
-            future = f"OpticalFlowIntoFuture_{n:04d}_{c}.pfm"
-            write_pfm3(flow_dir / "into_future" / cam / future, known_flow(n))
-            write_pfm3(flow_dir / "into_past" / cam / f"OpticalFlowIntoPast_{n:04d}_{c}.pfm", -known_flow(n))
-    return root
-
-
-def make_sintel(root):
-    for s, scene in enumerate(("alley_1", "market_2")):
-        for n in (1, 2, 3):
-            for pas, offset in (("clean", 0), ("final", 100)):
-                save_rgb(root / "training" / pas / scene / f"frame_{n:04d}.png", frame(10 * s + n + offset))
-        for n in (1, 2):
-            write_flo(root / "training" / "flow" / scene / f"frame_{n:04d}.flo", known_flow(n + 10 * s))
-            invalid = np.zeros((H, W), bool)
-            invalid[0, :4] = True
-            occluded = np.zeros((H, W), bool)
-            occluded[5:7, 8:12] = True
-            save_mask(root / "training" / "invalid" / scene / f"frame_{n:04d}.png", invalid)
-            save_mask(root / "training" / "occlusions" / scene / f"frame_{n:04d}.png", occluded)
-    return root
-
-
-def kitti_valid():
-    occ = np.zeros((H, W), bool)
-    occ[2:10, 1:15] = True
-    noc = occ.copy()
-    noc[2:4, :] = False
-    return occ, noc
-
-
-def make_kitti(root, ids=(0, 1, 2)):
-    occ, noc = kitti_valid()
-    for i in ids:
-        save_rgb(root / "training" / "image_2" / f"{i:06d}_10.png", frame(i))
-        save_rgb(root / "training" / "image_2" / f"{i:06d}_11.png", frame(i + 100))
-        write_kitti(root / "training" / "flow_occ" / f"{i:06d}_10.png", known_flow(i), occ)
-        write_kitti(root / "training" / "flow_noc" / f"{i:06d}_10.png", known_flow(i), noc)
-    return root
 
 
 # -- readers ----------------------------------------------------------------------------------------------
@@ -266,8 +178,7 @@ def test_truncated_flo_errors_or_is_skipped(tmp_path):
         warnings.simplefilter("always")
         s = ds[0]
     assert red(s) == 30  # substituted by the next good train sample (00003)
-    assert any(issubclass(w.category, BadSampleWarning) and "1 of 2 skipped" in str(w.message)
-               for w in caught)
+    assert any(issubclass(w.category, BadSampleWarning) and "1 of 2 skipped" in str(w.message) for w in caught)
 
 
 def test_non_16bit_kitti_png(tmp_path):
@@ -320,7 +231,7 @@ def test_missing_root_points_to_the_readme(tmp_path):
 # -- configs ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["chairs", "things", "sintel", "kitti15", "flow_folder"])
 def test_conf_data_builds_the_reader_with_its_augmentation(tmp_path, name):
-    from densekit.train import split_data_config
+    from densekit.builder import split_data_config
 
     cfg = yaml.safe_load((CONF / f"{name}.yaml").read_text())
     assert cfg["name"] == name and name in DATASETS

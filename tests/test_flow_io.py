@@ -26,8 +26,7 @@ def png_bytes(width, height, bit_depth, color_type, rows: list[bytes]) -> bytes:
 # -- .flo -------------------------------------------------------------------------------------------------
 def test_flo_written_by_hand(tmp_path):
     # 3 wide, 2 high; u, v interleaved, row-major; one pixel carries the 1e10 "unknown" marker, one a NaN
-    values = [1.0, -2.0, 0.5, 0.25, 3.0, 4.0,
-              -1.5, 7.0, 1e10, 0.0, float("nan"), 2.0]
+    values = [1.0, -2.0, 0.5, 0.25, 3.0, 4.0, -1.5, 7.0, 1e10, 0.0, float("nan"), 2.0]
     path = tmp_path / "hand.flo"
     path.write_bytes(struct.pack("<fii", 202021.25, 3, 2) + struct.pack("<12f", *values))
     assert path.read_bytes()[:4] == b"PIEH"  # the magic number's bytes, as the format describes them

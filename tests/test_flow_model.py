@@ -10,15 +10,9 @@ import torch.nn.functional as F
 from densekit.losses import epe, multiscale_flow_loss
 from densekit.losses.flow import downsample_flow, flow_level_loss
 from densekit.models import BACKBONES, create_backbone
-from densekit.models.flow import (
-    CompactFlowNet,
-    FlowPyramid,
-    SequentialEstimator,
-    convex_upsample,
-    create_flow_model,
-    local_correlation,
-    warp,
-)
+from densekit.models.flow import CompactFlowNet, SequentialEstimator, create_flow_model
+from densekit.models.flow_ops import convex_upsample, local_correlation, warp
+from densekit.models.flow_pyramid import FlowPyramid
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -28,8 +22,10 @@ def tiny_model(**kw) -> CompactFlowNet:
     torch.manual_seed(0)
     backbone = FlowPyramid(widths=(8, 12, 16, 16, 24, 24), blocks=1, expand=2)
     head = dict(
-        estimator_channels=(16, 16, 12, 8, 8), fine_estimator_channels=None,
-        context_channels=(16, 16, 8), context_dilations=(1, 2, 1),
+        estimator_channels=(16, 16, 12, 8, 8),
+        fine_estimator_channels=None,
+        context_channels=(16, 16, 8),
+        context_dilations=(1, 2, 1),
     )
     return CompactFlowNet(backbone, **{**head, **kw})
 
@@ -99,12 +95,18 @@ def test_estimator_is_sequential_with_configured_channels():
     est = SequentialEstimator(81 + 32 + 4, (128, 128, 96, 64, 32))
     convs = [m for m in est.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [(c.in_channels, c.out_channels) for c in convs] == [
-        (117, 128), (128, 128), (128, 96), (96, 64), (64, 32), (32, 2)
+        (117, 128),
+        (128, 128),
+        (128, 96),
+        (96, 64),
+        (64, 32),
+        (32, 2),
     ]  # each conv sees only its predecessor: no DenseNet concatenation, so no growing input widths
     model = create_flow_model("flow_pyramid", fine_estimator_channels=(64, 64, 48, 32, 32))
     ins = [e.body[0].in_channels for e in model.estimators]
     # coarsest: cost volume + features; others add upsampled flow and upsampled features (2 + 2)
     assert ins == [81 + 196, 81 + 128 + 4, 81 + 96 + 4, 81 + 64 + 4, 81 + 32 + 4]
+
     def widths(est):
         return [c.out_channels for c in est.body if isinstance(c, torch.nn.Conv2d)]
 
@@ -143,7 +145,6 @@ def test_configs_build_the_default_model(compose):
     assert sum(v.numel() for v in model.parameters()) == 4_205_544
 
 
-
 @pytest.mark.parametrize("upsample", ["bilinear", "convex"])
 def test_odd_size_shapes_in_eval_and_train(upsample):
     model = tiny_model(upsample=upsample)
@@ -166,7 +167,9 @@ def test_mci0_backbone_and_bad_input():
     torch.manual_seed(0)
     model = create_flow_model(
         {"name": "mci0", "pretrained": False},
-        estimator_channels=(16, 16, 8, 8, 8), context_channels=(8, 8), context_dilations=(1, 2),
+        estimator_channels=(16, 16, 8, 8, 8),
+        context_channels=(8, 8),
+        context_dilations=(1, 2),
         feature_channels=16,
     ).eval()
     assert model.levels == [32, 16, 8, 4] and model.max_displacement == 4 * 60

@@ -7,8 +7,14 @@ import pytest
 import torch
 
 from densekit.data import SyntheticScenes
-from densekit.data.flow_transforms import (
-    FlowAugment, build_flow_augment, crop, hflip, resize, resize_sparse_flow, vflip,
+from densekit.data.transforms.flow import (
+    FlowAugment,
+    build_flow_augment,
+    crop,
+    hflip,
+    resize,
+    resize_sparse_flow,
+    vflip,
 )
 
 H, W = 40, 56
@@ -64,10 +70,13 @@ def test_affine_pair_is_consistent_and_a_wrong_flow_is_caught():
 
 def test_hflip_twice_is_identity_and_negates_u():
     rng = np.random.default_rng(0)
-    s = {"image": rng.random((H, W, 3)).astype(np.float32),
-         "image2": rng.random((H, W, 3)).astype(np.float32),
-         "flow": rng.normal(size=(H, W, 2)).astype(np.float32), "valid": rng.random((H, W)) > 0.5,
-         "noc": rng.random((H, W)) > 0.5}
+    s = {
+        "image": rng.random((H, W, 3)).astype(np.float32),
+        "image2": rng.random((H, W, 3)).astype(np.float32),
+        "flow": rng.normal(size=(H, W, 2)).astype(np.float32),
+        "valid": rng.random((H, W)) > 0.5,
+        "noc": rng.random((H, W)) > 0.5,
+    }
     once = hflip(s)
     np.testing.assert_array_equal(once["flow"][:, ::-1, 0], -s["flow"][..., 0])
     np.testing.assert_array_equal(once["flow"][:, ::-1, 1], s["flow"][..., 1])
@@ -142,9 +151,12 @@ def test_sparse_augment_never_interpolates():
     rng = np.random.default_rng(4)
     valid = rng.random((30, 40)) < 0.2
     flow = np.where(valid[..., None], rng.normal(0, 3, (30, 40, 2)), 0).astype(np.float32)
-    s = {"image": rng.random((30, 40, 3)).astype(np.float32),
-         "image2": rng.random((30, 40, 3)).astype(np.float32),
-         "flow": flow, "valid": valid}
+    s = {
+        "image": rng.random((30, 40, 3)).astype(np.float32),
+        "image2": rng.random((30, 40, 3)).astype(np.float32),
+        "flow": flow,
+        "valid": valid,
+    }
     out = FlowAugment({"scale": [1.7, 1.7]}, sparse=True)(s, rng=np.random.default_rng(0))
     sx, sy = out["valid"].shape[1] / 40, out["valid"].shape[0] / 30
     assert out["valid"].sum() == valid.sum()
@@ -191,10 +203,18 @@ def test_photometric_symmetric_and_asymmetric_and_erase():
     np.testing.assert_array_equal(erased["valid"], s["valid"])
 
 
-FULL = {"crop": [24, 32], "scale": [0.8, 1.6], "scale_prob": 0.8, "stretch": 0.2, "hflip": 0.5, "vflip": 0.5,
-        "photometric": {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.16,
-                        "asymmetric_prob": 0.2},
-        "erase": 0.5, "erase_size": [4, 8], "blur": 0.5}
+FULL = {
+    "crop": [24, 32],
+    "scale": [0.8, 1.6],
+    "scale_prob": 0.8,
+    "stretch": 0.2,
+    "hflip": 0.5,
+    "vflip": 0.5,
+    "photometric": {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.16, "asymmetric_prob": 0.2},
+    "erase": 0.5,
+    "erase_size": [4, 8],
+    "blur": 0.5,
+}
 
 
 def test_seeded_and_reseeded_in_a_new_worker():

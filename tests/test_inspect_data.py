@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,13 @@ from PIL import Image
 
 from densekit.data import build_dataset
 from densekit.data.fingerprint import (
-    fingerprint, format_fingerprint, format_value, quick_check, raw_listing, sample_indices, suggest,
+    fingerprint,
+    format_fingerprint,
+    format_value,
+    quick_check,
+    raw_listing,
+    sample_indices,
+    suggest,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,17 +78,25 @@ def make_nnunet_folder(root: Path, cases: int = 3) -> Path:
         label[10:20, 10:20, 5:10] = 1
         nib.save(nib.Nifti1Image(image, affine), str(root / "imagesTr" / f"case{c}_0000.nii.gz"))
         nib.save(nib.Nifti1Image(label, affine), str(root / "labelsTr" / f"case{c}.nii.gz"))
-    (root / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "T1"}, "labels": {"background": 0, "tumour": 1}, "numTraining": cases,
-        "file_ending": ".nii.gz"}))
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {
+                "channel_names": {"0": "T1"},
+                "labels": {"background": 0, "tumour": 1},
+                "numTraining": cases,
+                "file_ending": ".nii.gz",
+            }
+        )
+    )
     return root
 
 
 def run_script(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def assert_wrote_nothing(cwd: Path, before: set[str]) -> None:
@@ -151,7 +164,8 @@ def test_script_errors_are_one_line(tmp_path):
     proc = run_script(tmp_path, "data=folder", "data.root=nowhere")
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        f"error: data.root not found: {(tmp_path / 'nowhere').resolve()} (data=folder)"]
+        f"error: data.root not found: {(tmp_path / 'nowhere').resolve()} (data=folder)"
+    ]
     proc = run_script(tmp_path, "data=folder", "max_samples=abc")
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: max_samples='abc': expected a positive integer or null"
@@ -180,8 +194,9 @@ def test_fingerprint_binary_masks_exact_numbers(tmp_path):
     assert labels["class_frequency"] == [1.0, 0.0]
     assert any("set data.label_map={255:1}" in w for w in fp["warnings"])
 
-    s = suggest(fp, {"name": "folder", "augment": {"crop": [512, 512]}, "num_workers": 4, "batch_size": 8},
-                "seg", cpus=4)
+    s = suggest(
+        fp, {"name": "folder", "augment": {"crop": [512, 512]}, "num_workers": 4, "batch_size": 8}, "seg", cpus=4
+    )
     assert s["data.label_map"]["value"] == {255: 1}
     assert s["data.augment.crop"]["value"] == [64, 96]
     assert "97% padding" in s["data.augment.crop"]["reason"]  # 80*96 of 512*512
@@ -229,8 +244,12 @@ def test_fingerprint_nnunet_volumes_exact(tmp_path):
     assert fp["labels"]["class_pixels"] == [2 * (28800 - 500), 2 * 500]  # 10 x 10 x 5 block in 2 cases
     fg = fp["intensity"]["foreground"][0]
     assert abs(fg["mean"] - 100) < 2 and abs(fg["std"] - 10) < 1
-    s = suggest(fp, {"name": "nifti_folder", "patch": [96, 96, 96], "batch_size": 2}, "volume",
-                config={"backbone": {"in_channels": 4}})
+    s = suggest(
+        fp,
+        {"name": "nifti_folder", "patch": [96, 96, 96], "batch_size": 2},
+        "volume",
+        config={"backbone": {"in_channels": 4}},
+    )
     assert s["data.patch"]["value"] == [16, 32, 32]
     assert s["backbone.in_channels"] == {"value": 1, "reason": "the volumes have 1 channel(s)", "current": 4}
     # a small memory budget shrinks the longest side first: 2 x 16*32*32 = 32768 > 20000 -> 16 x 16 x 32 ...
@@ -291,8 +310,7 @@ def test_fingerprint_depth_and_flow_folders(tmp_path):
             flow = np.zeros((48, 64, 2), np.float32)
             flow[..., 0], flow[..., 1] = 3, 4  # |(3, 4)| = 5 px
             write_flo(flow_root / split / f"p{i}_flow.flo", flow)
-    fp = fingerprint(build_dataset("depth_folder", "train", root=str(depth_root), depth_scale=1000,
-                                   targets=("depth",)))
+    fp = fingerprint(build_dataset("depth_folder", "train", root=str(depth_root), depth_scale=1000, targets=("depth",)))
     assert fp["kind"] == "depth" and fp["target_dtypes"] == {"uint16": 2}
     assert fp["depth"]["values"] == [2.5, 2.5, 2.5] and fp["depth"]["valid_fraction"] == 0.75
     assert suggest(fp, {"name": "depth_folder"}, "depth")["data.augment.crop"]["value"] == [32, 64]

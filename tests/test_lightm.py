@@ -80,9 +80,7 @@ def test_full_model_2d_padding_is_crop_consistent(small2d):
 
 def test_decoder_as_2d_head_reproduces_full_model(small2d):
     # backbone=lightm + head=lightm through the generic DenseModel is the released network
-    head = LightMDecoder(
-        small2d.encoder.channels, small2d.encoder.reductions, 2, blocks_up=(1, 1), num_groups=4
-    )
+    head = LightMDecoder(small2d.encoder.channels, small2d.encoder.reductions, 2, blocks_up=(1, 1), num_groups=4)
     head.load_state_dict(small2d.decoder.state_dict())
     assert head.output_reduction == 1
     model = DenseModel(small2d.encoder, head, 2).eval()
@@ -205,9 +203,7 @@ def test_dims_mismatch_errors_before_any_work(enc2d):
     try:
         with pytest.raises(ValueError, match=r"dims=2\) expects \(B, C, H, W\).*5-D.*use lightm3d"):
             enc2d(torch.rand(1, 3, 8, 8, 8))
-        with pytest.raises(
-            ValueError, match=r"dims=3\) expects \(B, C, D, H, W\).*4-D.*use lightm \(dims=2\)"
-        ):
+        with pytest.raises(ValueError, match=r"dims=3\) expects \(B, C, D, H, W\).*4-D.*use lightm \(dims=2\)"):
             enc3d(torch.rand(1, 4, 8, 8))
         with pytest.raises(ValueError, match=r"dims=3\).*4-D"):
             net3d(torch.rand(1, 4, 8, 8))
@@ -229,13 +225,9 @@ def test_bad_config_errors():
 
 def test_dense_model_checkpoint_loads_into_full_model(small2d, tmp_path):
     # backbone=lightm head=lightm trained through DenseModel -> the standalone LightMUNet
-    head = LightMDecoder(
-        small2d.encoder.channels, small2d.encoder.reductions, 2, blocks_up=(1, 1), num_groups=4
-    )
+    head = LightMDecoder(small2d.encoder.channels, small2d.encoder.reductions, 2, blocks_up=(1, 1), num_groups=4)
     dense = DenseModel(
-        LightMEncoder(
-            dims=2, in_channels=3, **{k: SMALL[k] for k in ("init_filters", "blocks_down", "num_groups")}
-        ),
+        LightMEncoder(dims=2, in_channels=3, **{k: SMALL[k] for k in ("init_filters", "blocks_down", "num_groups")}),
         head,
         2,
     )
@@ -243,9 +235,7 @@ def test_dense_model_checkpoint_loads_into_full_model(small2d, tmp_path):
     torch.save(dense.state_dict(), path)
     net = LightMUNet(dims=2, in_channels=3, num_classes=2, pretrained=str(path), **SMALL)
     want = {
-        ("encoder." + k[len("backbone.") :])
-        if k.startswith("backbone.")
-        else "decoder." + k[len("head.") :]: v
+        ("encoder." + k[len("backbone.") :]) if k.startswith("backbone.") else "decoder." + k[len("head.") :]: v
         for k, v in dense.state_dict().items()
     }
     got = net.state_dict()

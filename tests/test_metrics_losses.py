@@ -67,7 +67,9 @@ def test_seg_loss_is_cross_entropy_with_ignore_and_valid():
     valid[0, 0, :2] = False
     masked = TARGET.clone()
     masked[0, 0, :2] = 255
-    assert seg_loss(logits, TARGET, valid).item() == pytest.approx(F.cross_entropy(logits, masked, ignore_index=255).item())
+    assert seg_loss(logits, TARGET, valid).item() == pytest.approx(
+        F.cross_entropy(logits, masked, ignore_index=255).item()
+    )
     with_dice = seg_loss(logits, TARGET, dice_weight=1.0)
     assert with_dice.item() > ref.item()
     with pytest.raises(ValueError, match="expects logits"):

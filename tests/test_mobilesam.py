@@ -11,7 +11,7 @@ import torch
 
 from densekit import create_model
 from densekit.models import backbones as bb_mod
-from densekit.models.tinyvit import SAM_PIXEL_MEAN, SAM_PIXEL_STD, MobileSAMEncoder, relative_bias_index
+from densekit.models.mobilesam import SAM_PIXEL_MEAN, SAM_PIXEL_STD, MobileSAMEncoder, relative_bias_index
 
 FIXTURE = Path(__file__).parent / "fixtures" / "mobilesam_reference.pt"
 
@@ -134,9 +134,17 @@ def test_parameter_count_matches_reference(model):
     # (norm_head 640 + head 321,000 = 321,640) = 5,743,892; by part: patch_embed 19,488, layer0 72,448,
     # merges 26,496 + 48,480 + 158,400, layer1 399,752, layer2 1,872,120, layer3 2,473,940, neck 672,768.
     assert sum(p.numel() for p in model.parameters()) == 5_743_892 == 6_065_532 - 321_640
-    parts = {"patch_embed.": 19_488, "layers.0.blocks.": 72_448, "layers.0.downsample.": 26_496,
-             "layers.1.downsample.": 48_480, "layers.2.downsample.": 158_400, "layers.1.blocks.": 399_752,
-             "layers.2.blocks.": 1_872_120, "layers.3.blocks.": 2_473_940, "neck.": 672_768}
+    parts = {
+        "patch_embed.": 19_488,
+        "layers.0.blocks.": 72_448,
+        "layers.0.downsample.": 26_496,
+        "layers.1.downsample.": 48_480,
+        "layers.2.downsample.": 158_400,
+        "layers.1.blocks.": 399_752,
+        "layers.2.blocks.": 1_872_120,
+        "layers.3.blocks.": 2_473_940,
+        "neck.": 672_768,
+    }
     for prefix, n in parts.items():
         assert sum(p.numel() for k, p in model.named_parameters() if k.startswith(prefix)) == n, prefix
 
@@ -201,7 +209,7 @@ def test_matches_official_encoder_at_1024(model):
 
 
 def test_loads_sam_checkpoint_and_reports_dropped_parts(model, sam_file, caplog):
-    with caplog.at_level(logging.INFO, logger="densekit.models.tinyvit"):
+    with caplog.at_level(logging.INFO, logger="densekit.models.mobilesam"):
         loaded = MobileSAMEncoder(pretrained=str(sam_file)).eval()
     text = caplog.text
     assert "head.bias, head.weight, norm_head.bias, norm_head.weight" in text
@@ -239,10 +247,12 @@ def test_strict_load_lists_keys(sam_file, tmp_path):
 
 def test_checkpoint_of_another_architecture(tmp_path):
     # SAM ViT-B style image encoder: none of its keys exist in TinyViT
-    vit = {"image_encoder.pos_embed": torch.zeros(1, 64, 64, 768),
-           "image_encoder.patch_embed.proj.weight": torch.zeros(768, 3, 16, 16),
-           "image_encoder.blocks.0.attn.qkv.weight": torch.zeros(2304, 768),
-           "mask_decoder.iou_token.weight": torch.zeros(1, 256)}
+    vit = {
+        "image_encoder.pos_embed": torch.zeros(1, 64, 64, 768),
+        "image_encoder.patch_embed.proj.weight": torch.zeros(768, 3, 16, 16),
+        "image_encoder.blocks.0.attn.qkv.weight": torch.zeros(2304, 768),
+        "mask_decoder.iou_token.weight": torch.zeros(1, 256),
+    }
     path = tmp_path / "sam_vit_b.pth"
     torch.save(vit, path)
     want = re.escape(f"weight file {path} holds an image encoder of another architecture: none of its 3 ")

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import ROOT, VOLUME_SMOKE, _train_run
+from helpers import ROOT, VOLUME_SMOKE, train_run
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -43,17 +43,29 @@ def make_folder_dataset(root: Path) -> Path:
 def folder_run(tmp_path_factory):
     """A seg checkpoint trained on a 3-class folder dataset (one step, mobilenetv3 LR-ASPP)."""
     root = make_folder_dataset(tmp_path_factory.mktemp("folder_data"))
-    return _train_run(tmp_path_factory, "folder_run", [
-        "data=folder", f"data.root={root}", "data.num_classes=3", "data.augment.crop=[64,64]", "data.batch_size=2",
-        "data.num_workers=0", "backbone=mobilenetv3_large", "backbone.pretrained=false", "trainer.max_steps=1",
-        "trainer.val_check_interval=null", "trainer.enable_progress_bar=false",
-    ])
+    return train_run(
+        tmp_path_factory,
+        "folder_run",
+        [
+            "data=folder",
+            f"data.root={root}",
+            "data.num_classes=3",
+            "data.augment.crop=[64,64]",
+            "data.batch_size=2",
+            "data.num_workers=0",
+            "backbone=mobilenetv3_large",
+            "backbone.pretrained=false",
+            "trainer.max_steps=1",
+            "trainer.val_check_interval=null",
+            "trainer.enable_progress_bar=false",
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
 def volume_steps1_run(tmp_path_factory):
     """A volume run stopped by max_steps=1 before any validation: it has last.ckpt and no best-*.ckpt."""
-    return _train_run(tmp_path_factory, "volume_steps1", [*VOLUME_SMOKE, "trainer.max_steps=1"])
+    return train_run(tmp_path_factory, "volume_steps1", [*VOLUME_SMOKE, "trainer.max_steps=1"])
 
 
 class Kernel:
@@ -72,7 +84,9 @@ class Kernel:
     def run(self, nb, cwd: Path, ckpt=None, allow_errors: bool = False):
         """Execute ``nb`` top to bottom in ``cwd`` with DENSEKIT_CKPT=ckpt (unset if None); returns (everything
         printed, error outputs as 'Name: message', seconds)."""
-        setenv = "os.environ.pop('DENSEKIT_CKPT', None)" if ckpt is None else f"os.environ['DENSEKIT_CKPT'] = {str(ckpt)!r}"
+        setenv = (
+            "os.environ.pop('DENSEKIT_CKPT', None)" if ckpt is None else f"os.environ['DENSEKIT_CKPT'] = {str(ckpt)!r}"
+        )
         fresh = nbformat.v4.new_code_cell(
             f"%reset -f\nimport os\nimport matplotlib.pyplot as plt\nplt.close('all')\nos.chdir({str(cwd)!r})\n"
             f"{setenv}\ndel os, plt"
@@ -156,11 +170,16 @@ def test_notebook_skips_unreachable_data_and_names_a_missing_checkpoint(folder_r
     code = [c for c in full.cells if c.cell_type == "code"]
     setup, dispatch, photos, own_data = code[:4]
     assert "validation_samples(3)" in own_data.source
-    nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell(setup.source),  # no DENSEKIT_CKPT, no outputs/: an error naming both
-        nbformat.v4.new_code_cell(f"os.environ['DENSEKIT_CKPT'] = {str(moved)!r}"),
-        nbformat.v4.new_code_cell(setup.source), dispatch, own_data,
-    ], metadata=full.metadata)
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(setup.source),  # no DENSEKIT_CKPT, no outputs/: an error naming both
+            nbformat.v4.new_code_cell(f"os.environ['DENSEKIT_CKPT'] = {str(moved)!r}"),
+            nbformat.v4.new_code_cell(setup.source),
+            dispatch,
+            own_data,
+        ],
+        metadata=full.metadata,
+    )
     (tmp_path / "empty").mkdir()
     printed, errors, _ = kernel.run(nb, tmp_path / "empty", None, allow_errors=True)
     assert len(errors) == 1 and errors[0].startswith("FileNotFoundError: no checkpoint under "), errors

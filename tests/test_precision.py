@@ -4,16 +4,22 @@ computes in bfloat16 while its loss comes out float32 and finite, and the gradie
 import pytest
 import torch
 
-from densekit.train import build_datamodule, build_task, check_data
-from tests.conftest import FLOW_SMOKE, VOLUME_SMOKE
+from densekit.builder import datamodule_from_config, task_from_config
+from densekit.datacheck import check_data
+from helpers import FLOW_SMOKE, VOLUME_SMOKE
 
-TINY_2D = ["backbone=mobilenetv3_large", "backbone.pretrained=false", "data.size=[32,32]",
-           "data.train_length=4", "data.val_length=4", "data.batch_size=2"]
+TINY_2D = [
+    "backbone=mobilenetv3_large",
+    "backbone.pretrained=false",
+    "data.size=[32,32]",
+    "data.train_length=4",
+    "data.val_length=4",
+    "data.batch_size=2",
+]
 CASES = {
     "seg": ["task=seg", *TINY_2D],
     "depth": ["task=depth", *TINY_2D],
-    "flow": [*FLOW_SMOKE, "data.size=[32,32]", "data.augment.crop=[32,32]", "data.batch_size=2",
-             "data.train_length=2"],
+    "flow": [*FLOW_SMOKE, "data.size=[32,32]", "data.augment.crop=[32,32]", "data.batch_size=2", "data.train_length=2"],
     "volume": [*VOLUME_SMOKE, "data.size=[16,16,16]", "data.patch=[16,16,16]", "data.train_length=2"],
 }
 
@@ -21,10 +27,10 @@ CASES = {
 @pytest.mark.parametrize("task", list(CASES))
 def test_loss_is_float32_under_bf16_autocast(compose, task, single_thread):
     cfg = compose(CASES[task])
-    datamodule = build_datamodule(cfg)
+    datamodule = datamodule_from_config(cfg)
     names = check_data(cfg, datamodule)
     torch.manual_seed(0)
-    module = build_task(cfg, names).train()
+    module = task_from_config(cfg, names).train()
     batch = next(iter(datamodule.train_dataloader()))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         pred = module.forward_batch(batch)

@@ -32,7 +32,7 @@ def test_predict_matches_the_model_on_an_embedded_scene(seg_predictor):
     [
         lambda a: a,  # HWC uint8
         lambda a: a.astype(np.float32) / 255,  # float in [0, 1]
-        lambda a: (a.astype(np.uint16) * 257),  # 16-bit
+        lambda a: a.astype(np.uint16) * 257,  # 16-bit
         lambda a: np.concatenate([a, np.full(a.shape[:2] + (1,), 255, np.uint8)], -1),  # RGBA
         lambda a: Image.fromarray(a),  # PIL
         lambda a: torch.from_numpy(a).permute(2, 0, 1).float() / 255,  # CHW tensor
@@ -54,7 +54,7 @@ def test_grey_odd_sizes_files_and_batches(seg_predictor, tmp_path):
     grey = (np.arange(37 * 53) % 251).astype(np.uint8).reshape(37, 53)
     assert predictor.predict(grey).shape == (37, 53)
     Image.fromarray(grey).save(tmp_path / "g.png")
-    Image.fromarray((grey.astype(np.uint16) * 200)).save(tmp_path / "g16.png")
+    Image.fromarray(grey.astype(np.uint16) * 200).save(tmp_path / "g16.png")
     assert predictor.predict(str(tmp_path / "g.png")).shape == (37, 53)
     assert predictor.predict(tmp_path / "g16.png").shape == (37, 53)
     batch = np.zeros((3, 20, 30, 3), np.uint8)

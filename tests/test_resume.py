@@ -14,18 +14,25 @@ import numpy as np
 import pytest
 import torch
 
-from densekit.checkpointing import (
-    AtomicCheckpointIO, FiniteWeights, check_resume_checkpoint, remove_stale_temp_files,
-)
+from densekit.checkpointing import AtomicCheckpointIO, FiniteWeights, remove_stale_temp_files
 from densekit.data.samplers import EpochSampler, EvenShardBatchSampler, SeededSamples
-from tests.conftest import ROOT
+from densekit.resume import check_resume_checkpoint
+from helpers import ROOT
 
 # 24 samples / batch 4 = 6 steps per epoch, 2 epochs; last.ckpt after every step. mobilenetv3_large + LR-ASPP
 # (3.2 M parameters, a 39 MB checkpoint with AdamW state) is the cheapest model to save every step.
 RUN = [
-    "experiment=smoke", "backbone=mobilenetv3_large", "backbone.pretrained=false", "data.train_length=24",
-    "data.val_length=8", "data.batch_size=4", "trainer.max_epochs=2", "checkpoint.every_n_train_steps=1",
-    "trainer.deterministic=true", "trainer.enable_progress_bar=false", "logger=none",
+    "experiment=smoke",
+    "backbone=mobilenetv3_large",
+    "backbone.pretrained=false",
+    "data.train_length=24",
+    "data.val_length=8",
+    "data.batch_size=4",
+    "trainer.max_epochs=2",
+    "checkpoint.every_n_train_steps=1",
+    "trainer.deterministic=true",
+    "trainer.enable_progress_bar=false",
+    "logger=none",
 ]
 STEPS_PER_EPOCH = 6
 ENV = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", WANDB_MODE="offline", PYTHONUNBUFFERED="1")
@@ -35,7 +42,10 @@ def start(run_dir: Path, *extra: str) -> subprocess.Popen:
     log = open(run_dir.parent / f"{run_dir.name}.log", "a")
     return subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), *RUN, f"output_dir={run_dir}", *extra],
-        cwd=run_dir.parent, env=ENV, stdout=log, stderr=subprocess.STDOUT,
+        cwd=run_dir.parent,
+        env=ENV,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -90,8 +100,9 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
     b = start(killed)
     try:
         # kill inside the second epoch, not at its boundary: the resume must skip the finished batches
-        step = wait_for_step(b, killed / "checkpoints" / "last.ckpt",
-                             lambda s: s > STEPS_PER_EPOCH + 1 and s % STEPS_PER_EPOCH)
+        step = wait_for_step(
+            b, killed / "checkpoints" / "last.ckpt", lambda s: s > STEPS_PER_EPOCH + 1 and s % STEPS_PER_EPOCH
+        )
         os.kill(b.pid, signal.SIGKILL)
         b.wait()
     finally:
@@ -150,8 +161,14 @@ def test_ctrl_c_stops_cleanly_with_a_resumable_last_checkpoint(tmp_path):
     assert words[:2] == ["python", "train.py"] and words[-2:] == [f"output_dir={run}", "ckpt_path=last"]
     assert words[2:-2] == [*RUN, "checkpoint.every_n_train_steps=0"]
     with open(run.parent / "resumed.log", "w") as out:
-        resumed = subprocess.run([sys.executable, str(ROOT / "train.py"), *words[2:]], cwd=run.parent, env=ENV,
-                                 stdout=out, stderr=subprocess.STDOUT, timeout=300)
+        resumed = subprocess.run(
+            [sys.executable, str(ROOT / "train.py"), *words[2:]],
+            cwd=run.parent,
+            env=ENV,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=300,
+        )
     assert resumed.returncode == 0, (run.parent / "resumed.log").read_text()[-3000:]
     assert f"Restoring states from the checkpoint path at {path}" in (run.parent / "resumed.log").read_text()
     assert load(run / "checkpoints" / "last.ckpt")["global_step"] == 2 * STEPS_PER_EPOCH
@@ -161,9 +178,17 @@ def test_ctrl_c_stops_cleanly_with_a_resumable_last_checkpoint(tmp_path):
 # 8 samples / batch 2 = 4 steps per epoch on 32x32 scenes; a constant LR (optim.scheduler=none): a schedule's
 # length follows the run's length, so an extended run is equal to an uninterrupted one only without one
 EXTEND = [
-    "experiment=smoke", "backbone=mobilenetv3_large", "backbone.pretrained=false", "data.size=[32,32]",
-    "data.train_length=8", "data.val_length=4", "data.batch_size=2", "optim.scheduler=none",
-    "trainer.deterministic=true", "trainer.enable_progress_bar=false", "logger=csv",
+    "experiment=smoke",
+    "backbone=mobilenetv3_large",
+    "backbone.pretrained=false",
+    "data.size=[32,32]",
+    "data.train_length=8",
+    "data.val_length=4",
+    "data.batch_size=2",
+    "optim.scheduler=none",
+    "trainer.deterministic=true",
+    "trainer.enable_progress_bar=false",
+    "logger=csv",
 ]
 
 
@@ -210,17 +235,20 @@ def test_extend_after_max_epochs_trains_the_next_epoch_like_an_uninterrupted_run
 
 
 def test_extending_a_scheduled_run_warns_that_the_schedule_changes(compose, tmp_path):
-    from densekit.train import _resume_warnings
+    from densekit.resume import resume_warnings
 
     path = tmp_path / "last.ckpt"
-    torch.save({"global_step": 2, "hyper_parameters": {"config": {"trainer": {"max_steps": 2, "max_epochs": 1}}}},
-               path)
-    step, warnings = _resume_warnings(compose(["experiment=smoke", "trainer.max_steps=4"]), path)
+    saved = {"trainer": {"max_steps": 2, "max_epochs": 1}}
+    torch.save({"state_dict": {}, "global_step": 2, "hyper_parameters": {"config": saved}}, path)
+    step, warnings = resume_warnings(compose(["experiment=smoke", "trainer.max_steps=4"]), path)
     assert step == 2 and len(warnings) == 1
-    assert warnings[0].startswith("resuming at step 2 with trainer.max_steps 2 -> 4: the cosine LR schedule's "
-                                  "length follows the run's length")
-    assert _resume_warnings(compose(["experiment=smoke", "trainer.max_steps=4", "optim.scheduler=none"]),
-                            path) == (2, [])
+    assert warnings[0].startswith(
+        "resuming at step 2 with trainer.max_steps 2 -> 4: the cosine LR schedule's length follows the run's length"
+    )
+    assert resume_warnings(compose(["experiment=smoke", "trainer.max_steps=4", "optim.scheduler=none"]), path) == (
+        2,
+        [],
+    )
 
 
 # -- atomic checkpoints ---------------------------------------------------------------------------------
@@ -248,8 +276,7 @@ def test_failed_save_keeps_the_previous_checkpoint_and_no_temp_file(tmp_path, mo
 
 
 def test_stale_temp_files_of_dead_processes_are_removed(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     stale = tmp_path / f".last.ckpt.tmp-{int(dead.stdout)}"
     alive = tmp_path / f".last.ckpt.tmp-{os.getpid()}"  # a save in progress: must be left alone
     stale.write_bytes(b"half")
@@ -262,11 +289,21 @@ def test_stale_temp_files_of_dead_processes_are_removed(tmp_path):
 def test_nan_loss_never_leaves_a_non_finite_checkpoint(compose, tmp_path):
     from densekit.train import train
 
-    cfg = compose(["experiment=smoke", "backbone=mobilenetv3_large", "backbone.pretrained=false",
-                   "data.train_length=12", "optim.lr=1e30", "optim.scheduler=none",
-                   "trainer.gradient_clip_val=null",
-                   "checkpoint.every_n_train_steps=1", "trainer.enable_progress_bar=false", "logger=none",
-                   f"output_dir={tmp_path}"])
+    cfg = compose(
+        [
+            "experiment=smoke",
+            "backbone=mobilenetv3_large",
+            "backbone.pretrained=false",
+            "data.train_length=12",
+            "optim.lr=1e30",
+            "optim.scheduler=none",
+            "trainer.gradient_clip_val=null",
+            "checkpoint.every_n_train_steps=1",
+            "trainer.enable_progress_bar=false",
+            "logger=none",
+            f"output_dir={tmp_path}",
+        ]
+    )
     # weights ~1e30 after step 1 (its checkpoint is still finite): the next loss is not finite
     with pytest.raises(FloatingPointError, match="non-finite training loss"):
         train(cfg)
@@ -305,8 +342,11 @@ def test_checkpoint_of_another_backbone_is_refused_naming_both(tmp_path):
     torch.save({"state_dict": {}, "hyper_parameters": {"config": saved}}, path)
     check_resume_checkpoint(path, saved)  # the same parts: accepted
     wanted = {**saved, "backbone": {"name": "mci0"}}
-    with pytest.raises(ValueError, match=r"trained with task=seg backbone=mci2 head=lraspp, but this run is "
-                                         r"task=seg backbone=mci0 head=lraspp"):
+    with pytest.raises(
+        ValueError,
+        match=r"trained with task=seg backbone=mci2 head=lraspp, but this run is "
+        r"task=seg backbone=mci0 head=lraspp",
+    ):
         check_resume_checkpoint(path, wanted)
     torch.save({"weights": 1}, tmp_path / "plain.ckpt")
     with pytest.raises(ValueError, match="is not a Lightning checkpoint"):
@@ -330,8 +370,9 @@ def test_epoch_sampler_order_depends_on_seed_and_epoch_only_and_resumes():
     s.set_epoch(1)
     full = list(s)
     assert sorted(i for _, i in full) == list(range(10)) and {e for e, _ in full} == {1}
-    assert [i for _, i in full] == torch.randperm(10, generator=torch.Generator().manual_seed(
-        int(np.random.SeedSequence([3, 1]).generate_state(1)[0]))).tolist()
+    assert [i for _, i in full] == torch.randperm(
+        10, generator=torch.Generator().manual_seed(int(np.random.SeedSequence([3, 1]).generate_state(1)[0]))
+    ).tolist()
     torch.manual_seed(123)  # the global generator does not matter
     assert list(EpochSampler(10, seed=3).__class__(10, seed=3).order(1)) == [i for _, i in full]
     s.set_epoch(0)
@@ -369,8 +410,13 @@ class _Draws:
     def __getitem__(self, index):
         import random
 
-        return (index, torch.rand(1).item(), float(np.random.rand()), random.random(),
-                float(self.augment.random_generator.random()))
+        return (
+            index,
+            torch.rand(1).item(),
+            float(np.random.rand()),
+            random.random(),
+            float(self.augment.random_generator.random()),
+        )
 
 
 def test_seeded_samples_are_a_function_of_seed_epoch_index_and_leave_the_caller_rng_alone():

@@ -174,9 +174,7 @@ SMALL = {"widths": [8, 8, 16, 16, 32], "depths": [1, 1, 1, 1, 2], "num_groups": 
 def _unet(reversible, classes=3, dtype=torch.float64):
     torch.manual_seed(0)
     enc = RevMB3dEncoder(in_channels=4, reversible=reversible, **SMALL)
-    head = RevUNet3dHead(
-        enc.channels, enc.reductions, classes, [1, 1, 1, 1], num_groups=4, reversible=reversible
-    )
+    head = RevUNet3dHead(enc.channels, enc.reductions, classes, [1, 1, 1, 1], num_groups=4, reversible=reversible)
     return nn.Sequential(enc, head).to(dtype)
 
 
@@ -278,15 +276,19 @@ def test_clear_errors():
 def test_memory3d_benchmark_step_runs_both_modes_alike():
     """The benchmark's worker (scripts/benchmark.py memory3d), in-process at 16^3: same loss and gradients
     in both modes, and a peak-memory number."""
-    import importlib.util
-    from pathlib import Path
+    from densekit.benchmarks import memory3d as bench
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
-    spec = importlib.util.spec_from_file_location("densekit_benchmark", script)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    cfg = {"device": "cpu", "threads": 1, "size": 16, "classes": 3, "decoder_depths": [1, 1, 1, 1],
-           "expand_ratio": 4, "norm": "group", "act": "relu6", **SMALL}
+    cfg = {
+        "device": "cpu",
+        "threads": 1,
+        "size": 16,
+        "classes": 3,
+        "decoder_depths": [1, 1, 1, 1],
+        "expand_ratio": 4,
+        "norm": "group",
+        "act": "relu6",
+        **SMALL,
+    }
     rev = bench.memory3d_step({**cfg, "reversible": True})
     ref = bench.memory3d_step({**cfg, "reversible": False})
     assert abs(rev["loss"] - ref["loss"]) <= 1e-6 * ref["loss"] and ref["loss"] > 0

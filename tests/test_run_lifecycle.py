@@ -22,17 +22,28 @@ import densekit
 import densekit.runs as runs
 import densekit.train as dk_train
 from densekit.checkpointing import (
-    AtomicCheckpointIO, BestCheckpoint, CheckpointWriteError, LastCheckpoint, check_resume_checkpoint,
-    is_weights_only, strip_to_weights,
+    AtomicCheckpointIO,
+    BestCheckpoint,
+    CheckpointWriteError,
+    LastCheckpoint,
+    is_weights_only,
+    strip_to_weights,
 )
+from densekit.resume import check_resume_checkpoint
 from densekit.runs import RunDirInUse, batches_this_epoch, dir_size, expected_checkpoint_bytes, free_space_warning
-from tests.conftest import CONF, ROOT
+from helpers import CONF, ROOT
 
 # 8 samples / batch 2 = 4 steps per epoch on 32x32 scenes; mobilenetv3_large + LR-ASPP (3.2 M parameters: a
 # 13 MB weights-only best, a 39 MB last.ckpt with AdamW state) is the cheapest model
 TINY = [
-    "experiment=smoke", "backbone=mobilenetv3_large", "backbone.pretrained=false", "data.size=[32,32]",
-    "data.train_length=8", "data.val_length=4", "data.batch_size=2", "trainer.enable_progress_bar=false",
+    "experiment=smoke",
+    "backbone=mobilenetv3_large",
+    "backbone.pretrained=false",
+    "data.size=[32,32]",
+    "data.train_length=8",
+    "data.val_length=4",
+    "data.batch_size=2",
+    "trainer.enable_progress_bar=false",
     "logger=csv",
 ]
 ENV = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", WANDB_MODE="offline")
@@ -117,12 +128,15 @@ def test_weights_only_best_serves_inference_and_init_but_not_resume(one_epoch, t
     # what evaluate.py / export.py / the notebook use, and init_from
     predictor = densekit.Predictor.from_checkpoint(best)
     assert predictor is not None
-    module = dk_train.build_task(compose(TINY))
+    module = dk_train.task_from_config(compose(TINY))
     dk_train.init_weights(module, best)
     reference = torch.load(full, map_location="cpu", weights_only=False)["state_dict"]
     assert torch.equal(module.state_dict()["model.head.cbr.0.weight"], reference["model.head.cbr.0.weight"])
-    with pytest.raises(ValueError, match=r"holds model weights and config only .* cannot resume from it: "
-                                         r"resume from the run's last.ckpt .* init_from="):
+    with pytest.raises(
+        ValueError,
+        match=r"holds model weights and config only .* cannot resume from it: "
+        r"resume from the run's last.ckpt .* init_from=",
+    ):
         check_resume_checkpoint(best, ckpt["hyper_parameters"]["config"])
 
 
@@ -147,11 +161,20 @@ class _Scored(pl.LightningModule):
 def test_best_is_linked_while_it_equals_last_then_rewritten_weights_only(tmp_path):
     data = torch.utils.data.DataLoader(torch.randn(4, 64), batch_size=2)
     last = LastCheckpoint(tmp_path / "last.ckpt")
-    best = BestCheckpoint(dirpath=str(tmp_path), filename="best-{epoch}", monitor="val/score", mode="max",
-                          save_top_k=1, last=last)
-    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0, callbacks=[best, last],
-                         plugins=[AtomicCheckpointIO()], default_root_dir=str(tmp_path))
+    best = BestCheckpoint(
+        dirpath=str(tmp_path), filename="best-{epoch}", monitor="val/score", mode="max", save_top_k=1, last=last
+    )
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[best, last],
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=str(tmp_path),
+    )
     trainer.fit(_Scored([0.9, 0.1]), data, data)  # epoch 0 is the best; last.ckpt moves on to epoch 1
     path = Path(best.best_model_path)
     assert path.name == "best-epoch=0.ckpt" and best.validations == 2
@@ -165,11 +188,20 @@ def test_best_is_linked_while_it_equals_last_then_rewritten_weights_only(tmp_pat
 
     linked = tmp_path / "linked"
     last2 = LastCheckpoint(linked / "last.ckpt")
-    best2 = BestCheckpoint(dirpath=str(linked), filename="best-{epoch}", monitor="val/score", mode="max",
-                           save_top_k=1, last=last2)
-    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0, callbacks=[best2, last2],
-                         plugins=[AtomicCheckpointIO()], default_root_dir=str(linked))
+    best2 = BestCheckpoint(
+        dirpath=str(linked), filename="best-{epoch}", monitor="val/score", mode="max", save_top_k=1, last=last2
+    )
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[best2, last2],
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=str(linked),
+    )
     trainer.fit(_Scored([0.1, 0.9]), data, data)  # the last epoch is the best: one file
     assert Path(best2.best_model_path).name == "best-epoch=1.ckpt"
     assert os.path.samefile(best2.best_model_path, last2.path)
@@ -184,14 +216,16 @@ def test_rerun_without_resume_is_refused_before_anything_is_built(one_epoch, tmp
     def no_build(cfg):
         raise AssertionError("data was built")
 
-    monkeypatch.setattr(dk_train, "build_datamodule", no_build)
+    monkeypatch.setattr(dk_train, "datamodule_from_config", no_build)
     with pytest.raises(RunDirInUse) as err:
         run(run_dir)
     message = str(err.value)
     assert "\n" not in message
-    assert message.startswith(f"output_dir {run_dir} already holds a run (best-epoch00-step4.ckpt, last.ckpt "
-                              f"(step 4)): resume it with ckpt_path=last (or resume=auto), choose a new "
-                              f"output_dir=..., or pass overwrite=true")
+    assert message.startswith(
+        f"output_dir {run_dir} already holds a run (best-epoch00-step4.ckpt, last.ckpt "
+        f"(step 4)): resume it with ckpt_path=last (or resume=auto), choose a new "
+        f"output_dir=..., or pass overwrite=true"
+    )
     assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()} == before  # nothing touched
 
 
@@ -206,8 +240,10 @@ def test_resume_auto_trains_on_appends_metrics_and_keeps_one_best(one_epoch, tmp
     assert max(int(r["step"]) for r in rows) >= 7
     best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
     assert len(best) == 1  # the resumed run knew the first part's best: no stale second one
-    assert f"Best checkpoint: {best[0]}" in out and "Best checkpoint: " + str(run_dir / "checkpoints" / "last.ckpt") \
-        not in out
+    assert (
+        f"Best checkpoint: {best[0]}" in out
+        and "Best checkpoint: " + str(run_dir / "checkpoints" / "last.ckpt") not in out
+    )
     if not os.path.samefile(best[0], run_dir / "checkpoints" / "last.ckpt"):  # an earlier best: weights only
         assert is_weights_only(torch.load(best[0], map_location="cpu", weights_only=False))
 
@@ -221,8 +257,10 @@ def test_overwrite_moves_the_previous_run_aside(one_epoch, tmp_path):
     assert len(previous) == 1
     assert (previous[0] / "checkpoints" / "last.ckpt").read_bytes() == old_last  # nothing deleted
     assert (previous[0] / "csv" / "metrics.csv").is_file() and (previous[0] / "config.yaml").is_file()
-    assert f"Moved the previous run (overwrite=true) (checkpoints, csv, val_examples, config.yaml, git.txt) to " \
-           f"{previous[0]}" in out
+    assert (
+        f"Moved the previous run (overwrite=true) (checkpoints, csv, val_examples, config.yaml, git.txt) to "
+        f"{previous[0]}" in out
+    )
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 1
 
 
@@ -233,14 +271,14 @@ def test_no_validation_summary_progress_bar_warnings_and_fresh_records(tmp_path,
     run_dir.mkdir()
     (run_dir / "error.txt").write_text("Traceback: an earlier failed attempt\n")
     (run_dir / "result.json").write_text(json.dumps({"status": "failed"}))
-    build_task = dk_train.build_task
+    task_from_config = dk_train.task_from_config
 
     def with_a_warning(*args, **kwargs):
-        module = build_task(*args, **kwargs)
+        module = task_from_config(*args, **kwargs)
         module.run_warnings.append("a task warning")
         return module
 
-    monkeypatch.setattr(dk_train, "build_task", with_a_warning)
+    monkeypatch.setattr(dk_train, "task_from_config", with_a_warning)
     monkeypatch.setattr(runs.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 10**6, 10**6))
     # 2 of the epoch's 4 steps: the epoch is cut short, its end-of-epoch validation never runs
     _, out = run(run_dir, "trainer.max_steps=2", "trainer.enable_progress_bar=true", trial=True)
@@ -273,9 +311,14 @@ def test_progress_total_follows_max_steps():
 @pytest.mark.slow
 def test_cli_with_output_dir_writes_nothing_elsewhere(tmp_path):
     run_dir = tmp_path / "run"
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *TINY, f"output_dir={run_dir}",
-                           "trainer.max_steps=1"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                          env=ENV)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *TINY, f"output_dir={run_dir}", "trainer.max_steps=1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=ENV,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no outputs/<task>/<date>/<time>/
     assert (run_dir / "train.log").is_file() and (run_dir / ".hydra" / "config.yaml").is_file()
@@ -284,17 +327,20 @@ def test_cli_with_output_dir_writes_nothing_elsewhere(tmp_path):
 
 # -- checks before working --------------------------------------------------------------------------------
 def test_unwritable_output_dir_is_one_line_before_anything_is_built(tmp_path, monkeypatch):
-    monkeypatch.setattr(dk_train, "build_datamodule", lambda cfg: pytest.fail("data was built"))
+    monkeypatch.setattr(dk_train, "datamodule_from_config", lambda cfg: pytest.fail("data was built"))
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    with pytest.raises(OSError, match=rf"^output_dir {blocker}/run is not writable \(.*\): choose another "
-                                      rf"output_dir=\.\.\. or fix its permissions$"):
+    with pytest.raises(
+        OSError,
+        match=rf"^output_dir {blocker}/run is not writable \(.*\): choose another "
+        rf"output_dir=\.\.\. or fix its permissions$",
+    ):
         dk_train.train(compose([*TINY, f"output_dir={blocker / 'run'}"]))
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a chmod 0o500 directory anyway")
 def test_read_only_output_dir_is_a_permission_error_naming_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(dk_train, "build_datamodule", lambda cfg: pytest.fail("data was built"))
+    monkeypatch.setattr(dk_train, "datamodule_from_config", lambda cfg: pytest.fail("data was built"))
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
@@ -312,7 +358,8 @@ def test_free_space_estimate_and_warning(tmp_path, monkeypatch):
     monkeypatch.setattr(runs.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 10**6, 10**6))
     assert free_space_warning(tmp_path, 28 * 10**6) == (
         f"only 1.0 MB free on the disk of {tmp_path}, but this run's checkpoints need about 28.0 MB: a checkpoint "
-        f"save may fail (the previous checkpoint is kept if it does)")
+        f"save may fail (the previous checkpoint is kept if it does)"
+    )
 
 
 @pytest.mark.slow
@@ -334,8 +381,10 @@ def test_disk_full_during_a_checkpoint_save_keeps_the_previous_one(tmp_path, mon
         run(run_dir, "checkpoint.every_n_train_steps=1")
     monkeypatch.undo()
     message = str(err.value)
-    assert message == (f"could not write checkpoint {run_dir}/checkpoints/last.ckpt: No space left on device; the "
-                       f"previous file is intact (disk full: free space there, then resume with ckpt_path=last)")
+    assert message == (
+        f"could not write checkpoint {run_dir}/checkpoints/last.ckpt: No space left on device; the "
+        f"previous file is intact (disk full: free space there, then resume with ckpt_path=last)"
+    )
     assert err.value.errno == errno.ENOSPC and isinstance(err.value, OSError)
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert saves == [1, 2, 3] and last["global_step"] == 2 and last["optimizer_states"]

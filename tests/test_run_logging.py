@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from densekit.runinfo import config_tree, git_info, run_name
-from tests.conftest import ROOT, _train_run
+from helpers import ROOT, train_run
 
 
 @pytest.fixture(scope="module")
@@ -21,12 +21,21 @@ def tb_run(tmp_path_factory):
     summary_log.addHandler(handler)
     summary_log.setLevel(logging.INFO)
     try:
-        run = _train_run(tmp_path_factory, "tb_run", [
-            "experiment=smoke", "backbone=mobilenetv3_large", "backbone.pretrained=false",
-            "logger=tensorboard",
-            "trainer.precision=bf16-mixed", "data.size=[32,32]", "data.train_length=4", "data.val_length=4",
-            "trainer.enable_progress_bar=false",
-        ])
+        run = train_run(
+            tmp_path_factory,
+            "tb_run",
+            [
+                "experiment=smoke",
+                "backbone=mobilenetv3_large",
+                "backbone.pretrained=false",
+                "logger=tensorboard",
+                "trainer.precision=bf16-mixed",
+                "data.size=[32,32]",
+                "data.train_length=4",
+                "data.val_length=4",
+                "trainer.enable_progress_bar=false",
+            ],
+        )
     finally:
         summary_log.removeHandler(handler)
     return (*run, "\n".join(r.getMessage() for r in records))
@@ -54,7 +63,8 @@ def test_git_commit_config_tree_and_model_summary(tb_run):
     assert lines["commit"] == expected and lines["dirty"] in ("true", "false", "unknown")
     assert f"config  [git {expected[:12]}" in out
     assert "── backbone" in out and "name: mobilenetv3_large" in out
-    assert "── optim: name=adamw, lr=0.002" in out  # a short section of scalars stays on one line
+    assert "── logger: name=tensorboard" in out  # a short section of scalars stays on one line
+    assert "── optim\n" in out and "lr: 0.002" in out and "no_decay: true" in out  # a long one is a branch
     assert "precision: bf16-mixed" in out
     # Lightning's ModelSummary at depth 2: the model's parts with their parameter counts
     assert "model.backbone" in summary and "model.head" in summary and "Total params" in summary
@@ -65,18 +75,31 @@ def test_git_info_outside_a_checkout(tmp_path):
 
 
 def test_config_tree_plain_fallback(monkeypatch):
-    config = {"task": {"name": "seg", "loss": {"ce_weight": 1.0}}, "data": {"size": [64, 64], "flag": True},
-              "seed": 0, "ckpt_path": None}
+    config = {
+        "task": {"name": "seg", "loss": {"ce_weight": 1.0}},
+        "data": {"size": [64, 64], "flag": True},
+        "seed": 0,
+        "ckpt_path": None,
+    }
     rich_text = config_tree(config, title="cfg")
     assert rich_text.splitlines() == [
-        "cfg", "├── task", "│   ├── name: seg", "│   └── loss: ce_weight=1.0",
+        "cfg",
+        "├── task",
+        "│   ├── name: seg",
+        "│   └── loss: ce_weight=1.0",
         "├── data: size=[64, 64], flag=true",
-        "├── seed: 0", "└── ckpt_path: null",
+        "├── seed: 0",
+        "└── ckpt_path: null",
     ]
     monkeypatch.setitem(sys.modules, "rich.tree", None)  # as if rich were not installed
     assert config_tree(config, title="cfg").splitlines() == [
-        "cfg", "  task", "    name: seg", "    loss: ce_weight=1.0", "  data: size=[64, 64], flag=true",
-        "  seed: 0", "  ckpt_path: null",
+        "cfg",
+        "  task",
+        "    name: seg",
+        "    loss: ce_weight=1.0",
+        "  data: size=[64, 64], flag=true",
+        "  seed: 0",
+        "  ckpt_path: null",
     ]
 
 

@@ -9,67 +9,30 @@ import pytest
 import torch
 from PIL import Image
 
-from densekit.data import DATASETS, ADE20KSeg, BadSampleWarning, CityscapesSeg, FolderSeg, VOCSeg
-from densekit.data import build_dataset
-from densekit.data.seg_labels import voc_palette
-from densekit.data.transforms import apply_augment, build_augment
+from densekit.data import (
+    DATASETS,
+    ADE20KSeg,
+    BadSampleWarning,
+    CityscapesSeg,
+    FolderSeg,
+    VOCSeg,
+    build_dataset,
+)
+from densekit.data.readers.seg_labels import voc_palette
+from densekit.data.transforms.image import apply_augment, build_augment
+from helpers import (
+    SEG_H,
+    SEG_W,
+    folder_labels,
+    gradient_rgb,
+    make_ade,
+    make_cityscapes,
+    make_folder,
+    save_labels,
+    save_rgb,
+)
 
-H, W = 16, 32
-
-
-def save_rgb(path, rgb):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.asarray(rgb, np.uint8)).save(path)
-
-
-def save_labels(path, labels, mode="L"):
-    """A single-channel label PNG; mode 'P' carries the VOC palette like the official SegmentationClass."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    labels = np.asarray(labels, np.uint8)
-    img = Image.frombytes(mode, (labels.shape[1], labels.shape[0]), labels.tobytes())
-    if mode == "P":
-        img.putpalette(voc_palette())
-    img.save(path)
-
-
-def gradient_rgb(h=H, w=W):
-    ys, xs = np.mgrid[0:h, 0:w]
-    return np.stack([xs * 7 % 256, ys * 13 % 256, (xs + ys) * 3 % 256], -1).astype(np.uint8)
-
-
-def cityscapes_labels():
-    ids = np.zeros((H, W), np.uint8)
-    ids[:, 0:8], ids[:, 8:16], ids[:, 16:24], ids[:, 24:32] = 7, 26, 0, 33  # road, car, unlabeled, bicycle
-    ids[0, :] = 9  # parking: a real labelId whose trainId is 255
-    ids[5, 5] = 23  # sky
-    return ids
-
-
-def make_cityscapes(root, labels=None, image_size=(H, W)):
-    for split, city, frame in (("train", "aachen", "000000_000019"), ("train", "bochum", "000001_000019"),
-                               ("val", "frankfurt", "000000_000294")):
-        stem = f"{city}_{frame}"
-        save_rgb(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", gradient_rgb(*image_size))
-        gt = root / "gtFine" / split / city
-        save_labels(gt / f"{stem}_gtFine_labelIds.png", cityscapes_labels() if labels is None else labels)
-        # the siblings of the official release, which the reader must not pick up
-        save_rgb(gt / f"{stem}_gtFine_color.png", np.full((H, W, 3), 128))
-        save_labels(gt / f"{stem}_gtFine_instanceIds.png", np.full((H, W), 26))
-        (gt / f"{stem}_gtFine_polygons.json").write_text("{}")
-    return root
-
-
-def make_ade(root, values=(0, 1, 150, 13)):
-    base = root / "ADEChallengeData2016"
-    ann = np.zeros((H, W), np.uint8)
-    for k, v in enumerate(values):
-        ann[:, 8 * k : 8 * (k + 1)] = v
-    for split, stem in (("training", "ADE_train_00000001"), ("validation", "ADE_val_00000001")):
-        grey = Image.fromarray(np.full((H, W), 90, np.uint8))  # ADE holds a few greyscale JPEGs
-        (base / "images" / split).mkdir(parents=True)
-        grey.save(base / "images" / split / f"{stem}.jpg", quality=95)
-        save_labels(base / "annotations" / split / f"{stem}.png", ann)
-    return root
+H, W = SEG_H, SEG_W  # the size the builders in helpers.py draw at
 
 
 def voc_labels():
@@ -94,22 +57,6 @@ def make_voc(root, labels=None, ids=("2007_000032", "2007_000039"), mode="P"):
     sets.mkdir(parents=True, exist_ok=True)
     (sets / "train.txt").write_text("\n".join(ids) + "\n")
     (sets / "val.txt").write_text(ids[-1] + "\n")
-    return root
-
-
-def folder_labels(h=H, w=W):
-    ys, xs = np.mgrid[0:h, 0:w]
-    return ((ys // 4 + xs // 4) % 3).astype(np.uint8)  # a 3-class checkerboard of 4-px cells
-
-
-def make_folder(root, stems=("a", "b", "c"), h=H, w=W, classes=("bg", "road", "car"), split="train"):
-    for k, stem in enumerate(stems):
-        img = gradient_rgb(h, w)
-        img[..., 2] = k * 40  # each sample distinguishable
-        save_rgb(root / "images" / split / f"{stem}.png", img)
-        save_labels(root / "masks" / split / f"{stem}.png", folder_labels(h, w))
-    if classes:
-        (root / "classes.txt").write_text("\n".join(classes) + "\n")
     return root
 
 
@@ -318,7 +265,10 @@ def test_small_crop_is_an_aligned_window(tmp_path):
         s = ds[0]
         assert s["image"].shape == (3, 8, 12) and s["valid"].all()
         hits = [
-            (y, x, f) for f in (False, True) for y in range(13) for x in range(19)
+            (y, x, f)
+            for f in (False, True)
+            for y in range(13)
+            for x in range(19)
             if torch.equal((plain["image"].flip(-1) if f else plain["image"])[:, y : y + 8, x : x + 12], s["image"])
         ]
         assert hits, "the crop is not a window of the (possibly flipped) image"

@@ -14,8 +14,8 @@ from PIL import Image
 from torch import nn
 
 from densekit.data import FolderSeg
-from densekit.data.seg_labels import voc_palette
-from densekit.data.transforms import apply_augment, build_augment
+from densekit.data.readers.seg_labels import voc_palette
+from densekit.data.transforms.image import apply_augment, build_augment
 from densekit.errors import ConfigError, DataError
 from densekit.metrics import SegMetrics
 from densekit.tasks.seg import SegTask
@@ -36,7 +36,8 @@ def rgb_image(h=H, w=W, k=0):
 
 
 def write_folder(root, masks, images=None, classes="background\nobject\n", split="train", suffix=".png"):
-    """masks: {stem: PIL image or uint8 array}; images: {stem: PIL image or array} (default: RGB gradients)."""
+    """masks: {stem: PIL image or uint8 array}; images: {stem: PIL image or array} (default: RGB
+    gradients)."""
     (root / "images" / split).mkdir(parents=True, exist_ok=True)
     (root / "masks" / split).mkdir(parents=True, exist_ok=True)
     for k, (stem, mask) in enumerate(masks.items()):
@@ -98,14 +99,16 @@ def test_label_map_255_255_says_255_really_is_ignore(tmp_path):
 
 def test_0_255_mask_outside_the_sample_is_refused_on_load(tmp_path):
     # 20 masks, only 16 sampled at construction: all-background ones, plus one 0/255 mask that is not sampled
-    from densekit.data.seg_base import spread
+    from densekit.data.readers.base import spread
 
     unsampled = sorted(set(range(20)) - set(spread(20, FolderSeg.MASK_SAMPLE)))[0]
     masks = {f"m{i:02d}": np.zeros((8, 8), np.uint8) for i in range(20)}
     masks[f"m{unsampled:02d}"][2:5, 2:5] = 255
     ds = FolderSeg("train", root=write_folder(tmp_path, masks))  # constructs: the sample saw only 0
     assert ds[0]["mask"].max() == 0
-    with pytest.raises(DataError, match=rf"m{unsampled:02d}\.png: mask values are only \{{0, 255\}}.*label_map=\{{255:1\}}"):
+    with pytest.raises(
+        DataError, match=rf"m{unsampled:02d}\.png: mask values are only \{{0, 255\}}.*label_map=\{{255:1\}}"
+    ):
         ds[unsampled]
 
 
@@ -117,12 +120,15 @@ def test_index_masks_with_255_ignore_still_read_as_before(tmp_path):
     np.testing.assert_array_equal(ds[0]["mask"].numpy(), m.astype(np.int64))
 
 
-@pytest.mark.parametrize("label_map, match", [
-    ({255: 5}, r"data.label_map: 255: 5 is not a train id; expected 0..1 \(the class list\) or 255"),
-    ({"abc": 1}, r"data.label_map: key 'abc' is not a raw mask value"),
-    ({70000: 1}, r"key 70000 is not a raw mask value 0..65535"),
-    ([255, 1], r"data.label_map must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "label_map, match",
+    [
+        ({255: 5}, r"data.label_map: 255: 5 is not a train id; expected 0..1 \(the class list\) or 255"),
+        ({"abc": 1}, r"data.label_map: key 'abc' is not a raw mask value"),
+        ({70000: 1}, r"key 70000 is not a raw mask value 0..65535"),
+        ([255, 1], r"data.label_map must be a mapping"),
+    ],
+)
 def test_bad_label_map_is_one_line_naming_the_entry(tmp_path, label_map, match):
     root = binary_dataset(tmp_path)
     with pytest.raises(ConfigError, match=match):
@@ -203,12 +209,19 @@ def test_grey_mask_saved_as_rgb_is_read_as_values_and_0_255_still_caught(tmp_pat
     assert int(ds[0]["mask"].sum()) == int((m == 255).sum())
 
 
-@pytest.mark.parametrize("classes, palette, match", [
-    ("bg 0 0 0\nroad\n", None, r"classes\.txt: line 1 \('bg 0 0 0'\) gives a colour but line 2 \('road'\) does not"),
-    ("bg\nroad\n", [[0, 0, 0]], r"data.palette: expected 2 colours"),
-    ("bg\nroad\n", [[0, 0, 0], [0, 0, 0]], r"colour \(0, 0, 0\) is given to two classes"),
-    ("bg\nroad\n", [[0, 0, 0], [300, 0, 0]], r"colour 1 is \[300, 0, 0\]"),
-])
+@pytest.mark.parametrize(
+    "classes, palette, match",
+    [
+        (
+            "bg 0 0 0\nroad\n",
+            None,
+            r"classes\.txt: line 1 \('bg 0 0 0'\) gives a colour but line 2 \('road'\) does not",
+        ),
+        ("bg\nroad\n", [[0, 0, 0]], r"data.palette: expected 2 colours"),
+        ("bg\nroad\n", [[0, 0, 0], [0, 0, 0]], r"colour \(0, 0, 0\) is given to two classes"),
+        ("bg\nroad\n", [[0, 0, 0], [300, 0, 0]], r"colour 1 is \[300, 0, 0\]"),
+    ],
+)
 def test_bad_colour_table_is_one_line(tmp_path, classes, palette, match):
     root = write_folder(tmp_path, {"a": box_mask(1)}, classes=classes)
     with pytest.raises(ConfigError, match=match):
@@ -218,8 +231,9 @@ def test_bad_colour_table_is_one_line(tmp_path, classes, palette, match):
 # -- images: 8-bit unchanged, 16-bit / float scaled, grey replicated ---------------------------------------
 def test_jpeg_and_png_8bit_images_are_bit_for_bit_rgb_over_255(tmp_path):
     images = {"a": rgb_image(k=1), "b": rgb_image(k=2)}
-    root = write_folder(tmp_path, {"a": box_mask(1), "b": box_mask(1, k=1)}, images=images,
-                        suffix={"a": ".jpg", "b": ".png"})
+    root = write_folder(
+        tmp_path, {"a": box_mask(1), "b": box_mask(1, k=1)}, images=images, suffix={"a": ".jpg", "b": ".png"}
+    )
     ds = FolderSeg("train", root=root)
     for i, path in enumerate(sorted((root / "images" / "train").iterdir())):
         expected = torch.from_numpy(np.asarray(Image.open(path).convert("RGB")).astype(np.float32) / 255.0)
@@ -267,7 +281,9 @@ def test_val_reuses_the_train_splits_intensity_range(tmp_path):
 def _rgb16(k=0):
     """A 16-bit colour image using 0..4000 of 0..65535, red, green and blue ramps told apart."""
     ys, xs = np.mgrid[0:H, 0:W]
-    return np.stack([xs * 4000 // (W - 1), ys * 4000 // (H - 1), np.full_like(xs, 1000 + 100 * k)], -1).astype(np.uint16)
+    return np.stack([xs * 4000 // (W - 1), ys * 4000 // (H - 1), np.full_like(xs, 1000 + 100 * k)], -1).astype(
+        np.uint16
+    )
 
 
 def test_16bit_colour_png_and_tiff_are_read_at_full_depth(tmp_path):
@@ -290,8 +306,12 @@ def test_16bit_colour_png_and_tiff_are_read_at_full_depth(tmp_path):
 def test_float_tiff_image_is_scaled_and_augmented_in_float(tmp_path):
     arr = np.resize(np.linspace(-3.0, 7.0, 50, dtype=np.float32), (H, W))
     write_folder(tmp_path, {"a": box_mask(1)}, images={"a": Image.fromarray(arr)}, suffix=".tif")
-    ds = FolderSeg("train", root=tmp_path, intensity={"low": 0, "high": 100},
-                   augment={"crop": [H + 4, W + 6], "hflip": 1.0, "color_jitter": 0.3})
+    ds = FolderSeg(
+        "train",
+        root=tmp_path,
+        intensity={"low": 0, "high": 100},
+        augment={"crop": [H + 4, W + 6], "hflip": 1.0, "color_jitter": 0.3},
+    )
     s = ds[0]
     x = s["image"]
     assert x.dtype == torch.float32 and tuple(x.shape) == (3, H + 4, W + 6)
@@ -318,13 +338,16 @@ def test_float32_image_through_every_augmentation_stays_float_in_unit_range():
     assert (plain["image"][~plain["valid"]] == 0).all()  # crop padding of a float image is 0
 
 
-@pytest.mark.parametrize("intensity, match", [
-    ({"mode": "minmax"}, r"data.intensity.mode='minmax': expected one of \['auto', 'percentile', 'dtype'\]"),
-    ({"low": 99, "high": 1}, r"low=99 must be below high=1"),
-    ({"high": 101}, r"data.intensity.high=101: expected a percentile in \[0, 100\]"),
-    ({"range": [5]}, r"data.intensity.range=\[5\]"),
-    ({"scale": 2}, r"unknown key\(s\) \['scale'\]"),
-])
+@pytest.mark.parametrize(
+    "intensity, match",
+    [
+        ({"mode": "minmax"}, r"data.intensity.mode='minmax': expected one of \['auto', 'percentile', 'dtype'\]"),
+        ({"low": 99, "high": 1}, r"low=99 must be below high=1"),
+        ({"high": 101}, r"data.intensity.high=101: expected a percentile in \[0, 100\]"),
+        ({"range": [5]}, r"data.intensity.range=\[5\]"),
+        ({"scale": 2}, r"unknown key\(s\) \['scale'\]"),
+    ],
+)
 def test_bad_intensity_config_is_one_line(tmp_path, intensity, match):
     root = write_folder(tmp_path, {"a": box_mask(1)})
     with pytest.raises(ConfigError, match=match):
@@ -333,18 +356,20 @@ def test_bad_intensity_config_is_one_line(tmp_path, intensity, match):
 
 # -- the crop fits the data ---------------------------------------------------------------------------
 def test_default_512_crop_is_cut_to_small_images_and_said_once(tmp_path, caplog, monkeypatch):
-    from densekit.data import seg_base
+    from densekit.data.readers import base as reader_base
 
-    monkeypatch.setattr(seg_base, "_SAID", set())  # what this process has logged so far
+    monkeypatch.setattr(reader_base, "_SAID", set())  # what this process has logged so far
     for split in ("train", "val"):
         write_folder(tmp_path, {f"s{i}": box_mask(1, 80, 96, i) for i in range(3)}, split=split)
     augment = {"crop": [512, 512], "hflip": 0.5}
-    with caplog.at_level(logging.INFO, logger="densekit.data.seg_base"):
+    with caplog.at_level(logging.INFO, logger="densekit.data.readers.base"):
         train = FolderSeg("train", root=tmp_path, augment=augment, fit_crop=True)
     s = train[0]
     assert tuple(s["image"].shape) == (3, 80, 96) and bool(s["valid"].all())  # no padding
-    assert train.notes == ["train crop 512x512 -> 80x96 (HxW): the largest of 3 sampled train images is 80x96; "
-                           "a larger crop would only add padding"]
+    assert train.notes == [
+        "train crop 512x512 -> 80x96 (HxW): the largest of 3 sampled train images is 80x96; "
+        "a larger crop would only add padding"
+    ]
     FolderSeg("train", root=tmp_path, augment=augment, fit_crop=True)  # a second reader: noted, not logged again
     assert sum("train crop 512x512 -> 80x96" in r.getMessage() for r in caplog.records) == 1
     val = FolderSeg("val", root=tmp_path, augment=augment, fit_crop=True)
@@ -375,9 +400,11 @@ def test_all_ignore_validation_reports_nan_not_1_and_warns_once(caplog):
         out = _validate(task, target)
         _validate(task, target)
     assert np.isnan(out["mIoU"]) and np.isnan(out["pixel_acc"])
-    assert task.run_warnings == ["validation: all 32 pixels are ignore (255) or not valid: mIoU, mDice and pixel "
-                                 "accuracy are computed over nothing and not reported (are the masks read right? "
-                                 "see data.label_map)"]
+    assert task.run_warnings == [
+        "validation: all 32 pixels are ignore (255) or not valid: mIoU, mDice and pixel "
+        "accuracy are computed over nothing and not reported (are the masks read right? "
+        "see data.label_map)"
+    ]
     assert sum("computed over nothing" in r.getMessage() for r in caplog.records) == 1
 
 
@@ -388,8 +415,10 @@ def test_no_foreground_and_mostly_ignore_validation_warn():
     out = _validate(task, target)
     assert out["mIoU"] == 1.0  # the background alone, which is why it must not pass silently
     assert len(task.run_warnings) == 2
-    assert task.run_warnings[0].startswith("validation: no labelled foreground -- all 4 labelled pixels are class 0 "
-                                           "('background'), so IoU of 'object' is computed over no pixels")
+    assert task.run_warnings[0].startswith(
+        "validation: no labelled foreground -- all 4 labelled pixels are class 0 "
+        "('background'), so IoU of 'object' is computed over no pixels"
+    )
     assert task.run_warnings[1].startswith("validation: 12 of 16 pixels (75%) are ignore (255) or not valid")
     clean = _Task()
     target = torch.zeros(1, 4, 4, dtype=torch.long)
@@ -412,11 +441,22 @@ def test_seg_metrics_counts_pixels_labelled_ignored_foreground():
 def _e2e(compose, root, out, *extra):
     from densekit.train import train
 
-    cfg = compose([
-        "data=folder", f"data.root={root}", "backbone=mobilenetv3_large", "backbone.pretrained=false", "head=lraspp",
-        "trainer.max_steps=2", "data.batch_size=2", "trainer.val_check_interval=null", "data.num_workers=0",
-        f"output_dir={out}", "trainer.enable_progress_bar=false", *extra,
-    ])
+    cfg = compose(
+        [
+            "data=folder",
+            f"data.root={root}",
+            "backbone=mobilenetv3_large",
+            "backbone.pretrained=false",
+            "head=lraspp",
+            "trainer.max_steps=2",
+            "data.batch_size=2",
+            "trainer.val_check_interval=null",
+            "data.num_workers=0",
+            f"output_dir={out}",
+            "trainer.enable_progress_bar=false",
+            *extra,
+        ]
+    )
     with contextlib.redirect_stdout(io.StringIO()):
         return train(cfg)
 

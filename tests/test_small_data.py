@@ -27,8 +27,8 @@ def make_folder(root: Path, n_train: int = 3, n_val: int = 2, size=(48, 64), cla
         (root / "masks" / split).mkdir(parents=True)
         for i in range(n):
             mask = np.zeros((h, w), np.uint8)
-            mask[h // 4: h // 2, w // 4: w // 2] = 1
-            mask[h // 2:, w // 2:] = 2
+            mask[h // 4 : h // 2, w // 4 : w // 2] = 1
+            mask[h // 2 :, w // 2 :] = 2
             image = (rng.random((h, w, 3)) * 60 + mask[..., None] * 70).astype(np.uint8)
             Image.fromarray(image).save(root / "images" / split / f"im{i}.png")
             Image.fromarray(mask).save(root / "masks" / split / f"im{i}.png")
@@ -108,11 +108,20 @@ def test_readme_own_data_line_trains_and_validates_on_three_images(compose, tmp_
     root = make_folder(tmp_path / "mine")
     run = tmp_path / "run"
     caplog.set_level(logging.WARNING)
-    cfg, metrics, out = _train(compose, [
-        "data=folder", f"data.root={root}", "data.num_classes=3", "head=unet", "trainer.max_steps=4",
-        "backbone=mobilenetv3_large", "backbone.pretrained=false",  # the README's mci2 works too, slower
-        "trainer.enable_progress_bar=false", f"output_dir={run}",
-    ])
+    cfg, metrics, out = _train(
+        compose,
+        [
+            "data=folder",
+            f"data.root={root}",
+            "data.num_classes=3",
+            "head=unet",
+            "trainer.max_steps=4",
+            "backbone=mobilenetv3_large",
+            "backbone.pretrained=false",  # the README's mci2 works too, slower
+            "trainer.enable_progress_bar=false",
+            f"output_dir={run}",
+        ],
+    )
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 4  # trained to max_steps, not 1 step (max_epochs=1 with an epoch of 1 batch)
     assert 0.0 <= metrics["val/mIoU"] <= 1.0 and "val/IoU/cell" in metrics and "val/IoU/edge" in metrics
@@ -123,41 +132,53 @@ def test_readme_own_data_line_trains_and_validates_on_three_images(compose, tmp_
 
 def test_num_classes_from_classes_txt(compose, tmp_path):
     """data.num_classes may be omitted where classes.txt says it; a wrong value is refused naming both."""
+    from densekit.builder import datamodule_from_config
     from densekit.data import DenseDataModule  # noqa: F401
+    from densekit.datacheck import check_data
     from densekit.errors import ConfigError
-    from densekit.train import build_datamodule, check_data
 
     root = make_folder(tmp_path / "mine", classes=("bg", "a", "b"))
     cfg = compose(["data=folder", f"data.root={root}", "data.num_workers=0"])
-    dm = build_datamodule(cfg)
+    dm = datamodule_from_config(cfg)
     names = check_data(cfg, dm)
     assert cfg.data.num_classes == 3 and names == ["bg", "a", "b"]
     cfg = compose(["data=folder", f"data.root={root}", "data.num_classes=5", "data.num_workers=0"])
     with pytest.raises(ConfigError, match=r"data.num_classes=5 but data=folder has 3 classes"):
-        check_data(cfg, build_datamodule(cfg))
+        check_data(cfg, datamodule_from_config(cfg))
 
 
 def test_max_steps_beyond_max_epochs_is_noted(compose, tmp_path):
-    from densekit.train import build_datamodule, check_data
+    from densekit.builder import datamodule_from_config
+    from densekit.datacheck import check_data
 
     root = make_folder(tmp_path / "mine", n_train=6)
-    cfg = compose(["data=folder", f"data.root={root}", "data.batch_size=2", "trainer.val_check_interval=null",
-                   "trainer.max_steps=10", "data.num_workers=0"])
-    dm = build_datamodule(cfg)
+    cfg = compose(
+        [
+            "data=folder",
+            f"data.root={root}",
+            "data.batch_size=2",
+            "trainer.val_check_interval=null",
+            "trainer.max_steps=10",
+            "data.num_workers=0",
+        ]
+    )
+    dm = datamodule_from_config(cfg)
     check_data(cfg, dm)
-    assert any("trainer.max_steps=10 will not be reached: trainer.max_epochs=1 x 3 batches per epoch stops at "
-               "step 3" in n for n in dm.notes)
+    assert any(
+        "trainer.max_steps=10 will not be reached: trainer.max_epochs=1 x 3 batches per epoch stops at step 3" in n
+        for n in dm.notes
+    )
 
 
 def test_init_from_does_not_claim_random_initialisation(compose, smoke_run, tmp_path, recwarn):
     """With init_from the hub weights are not looked up (they would be overwritten), so the log no longer
     says 'Continuing from RANDOM initialisation'."""
-    from densekit.train import build_task
+    from densekit.builder import task_from_config
 
     run_dir = smoke_run[0]
     best = sorted((run_dir / "checkpoints").glob("*.ckpt"))[0]
     cfg = compose(["experiment=smoke", "backbone.pretrained=auto", f"init_from={best}"])
-    build_task(cfg, None)
+    task_from_config(cfg, None)
     assert not [w for w in recwarn if "RANDOM" in str(w.message)]
 
 
@@ -165,7 +186,8 @@ def test_16bit_training_range_is_saved_and_the_predictor_scales_alike(compose, t
     """A folder of 16-bit grey images using 0..235: training measures the range once; the run config (and so
     the checkpoint) carries it, and the Predictor scales a 16-bit input exactly as the training data did."""
     from densekit import Predictor
-    from densekit.train import build_datamodule, check_data
+    from densekit.builder import datamodule_from_config
+    from densekit.datacheck import check_data
 
     root = make_folder(tmp_path / "grey")
     for split in ("train", "val"):
@@ -173,11 +195,20 @@ def test_16bit_training_range_is_saved_and_the_predictor_scales_alike(compose, t
             grey = np.asarray(Image.open(p).convert("L")).astype(np.uint16) * 235 // 255  # 0..235 of 0..65535
             Image.fromarray(grey.astype(np.uint16)).save(p)
     run = tmp_path / "run"
-    _, metrics, _ = _train(compose, [
-        "data=folder", f"data.root={root}", "trainer.max_steps=2", "trainer.val_check_interval=null",
-        "backbone=mobilenetv3_large", "backbone.pretrained=false", "data.num_workers=0",
-        "trainer.enable_progress_bar=false", f"output_dir={run}",
-    ])
+    _, metrics, _ = _train(
+        compose,
+        [
+            "data=folder",
+            f"data.root={root}",
+            "trainer.max_steps=2",
+            "trainer.val_check_interval=null",
+            "backbone=mobilenetv3_large",
+            "backbone.pretrained=false",
+            "data.num_workers=0",
+            "trainer.enable_progress_bar=false",
+            f"output_dir={run}",
+        ],
+    )
     import yaml
 
     saved = yaml.safe_load((run / "config.yaml").read_text())
@@ -185,7 +216,7 @@ def test_16bit_training_range_is_saved_and_the_predictor_scales_alike(compose, t
     assert 0 <= lo < hi <= 235 and saved["data"]["num_classes"] == 3
     assert saved["data"]["class_names"] == ["bg", "cell", "edge"]
     cfg = compose(["data=folder", f"data.root={root}", "data.num_workers=0"])
-    dm = build_datamodule(cfg)
+    dm = datamodule_from_config(cfg)
     check_data(cfg, dm)
     sample = dm.val_set[0]["image"]  # (3, H, W) float in [0, 1], as training saw it
     ckpt = sorted((run / "checkpoints").glob("*.ckpt"))[0]
@@ -218,10 +249,11 @@ def test_seg_loss_class_weights_and_an_all_ignore_batch():
 
 
 def test_class_weights_count_is_checked_against_the_classes(compose, tmp_path):
+    from densekit.builder import datamodule_from_config
+    from densekit.datacheck import check_data
     from densekit.errors import ConfigError
-    from densekit.train import build_datamodule, check_data
 
     root = make_folder(tmp_path / "mine")
     cfg = compose(["data=folder", f"data.root={root}", "data.num_workers=0", "task.loss.class_weights=[1,2]"])
     with pytest.raises(ConfigError, match="task.loss.class_weights has 2 weights but data=folder has 3 classes"):
-        check_data(cfg, build_datamodule(cfg))
+        check_data(cfg, datamodule_from_config(cfg))

@@ -12,19 +12,28 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
+from densekit import sweep_report
 from densekit.sweeps import (
-    check_sweep_params, head_width_choices, optuna_space, run_trial, train_size_choices,
+    check_sweep_params,
+    head_width_choices,
+    optuna_space,
+    run_trial,
+    train_size_choices,
 )
-from tests.conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "scripts"))
-import sweep_report  # noqa: E402
+from helpers import ROOT
 
 # a few seconds per trial: 2 optimiser steps on 64x64 scenes, a 4-image validation
 TINY = [
-    "backbone.pretrained=false", "data.size=[64,64]", "data.train_length=8", "data.val_length=4",
-    "data.batch_size=4", "trainer.max_steps=2", "trainer.val_check_interval=null",
-    "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "logger=csv",
+    "backbone.pretrained=false",
+    "data.size=[64,64]",
+    "data.train_length=8",
+    "data.val_length=4",
+    "data.batch_size=4",
+    "trainer.max_steps=2",
+    "trainer.val_check_interval=null",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.enable_progress_bar=false",
+    "logger=csv",
 ]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
 
@@ -33,7 +42,11 @@ def _multirun(tmp_path, args):
     sweep_dir = tmp_path / "sweep"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "-m", *args, f"hydra.sweep.dir={sweep_dir}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=ENV,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ENV,
     )
     return proc, sweep_dir
 
@@ -46,8 +59,15 @@ def _results(sweep_dir):
 def grid_sweep(tmp_path_factory):
     # grid: one backbone x {lraspp, revunet3d}; revunet3d is a 3D head, so trial 1 fails in check_config
     tmp = tmp_path_factory.mktemp("grid")
-    return _multirun(tmp, ["sweep=grid", "hydra.sweeper.params.backbone=mobilenetv3_large",
-                           "hydra.sweeper.params.head='lraspp,revunet3d'", *TINY])
+    return _multirun(
+        tmp,
+        [
+            "sweep=grid",
+            "hydra.sweeper.params.backbone=mobilenetv3_large",
+            "hydra.sweeper.params.head='lraspp,revunet3d'",
+            *TINY,
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +75,17 @@ def optuna_sweep(tmp_path_factory):
     # 2 TPE trials. `head` is swept too, so that one trial fails: with sampler seed 0 (seed=0, optuna 2.10.1)
     # the two random start-up trials draw lraspp, then revunet3d.
     tmp = tmp_path_factory.mktemp("optuna")
-    return _multirun(tmp, ["sweep=optuna", "hydra.sweeper.n_trials=2", "backbone=mobilenetv3_large",
-                           "head=lraspp,revunet3d", "seed=0", *TINY])
+    return _multirun(
+        tmp,
+        [
+            "sweep=optuna",
+            "hydra.sweeper.n_trials=2",
+            "backbone=mobilenetv3_large",
+            "head=lraspp,revunet3d",
+            "seed=0",
+            *TINY,
+        ],
+    )
 
 
 @pytest.mark.slow
@@ -128,9 +157,11 @@ def test_unknown_sweep_parameter_fails_before_any_trial(tmp_path):
     )
     proc, sweep_dir = _multirun(tmp_path, ["sweep=typo", f"hydra.searchpath=[file://{tmp_path / 'conf'}]"])
     assert proc.returncode == 1
-    assert ("sweep parameter 'optim.lrr' does not exist in the config: 'optim' has no key 'lrr'. "
-            "Did you mean 'optim.lr'?") in proc.stderr
-    valid = "['lr', 'min_lr_ratio', 'name', 'scheduler', 'warmup_steps', 'weight_decay']"
+    assert (
+        "sweep parameter 'optim.lrr' does not exist in the config: 'optim' has no key 'lrr'. Did you mean 'optim.lr'?"
+    ) in proc.stderr
+    valid = sorted(yaml.safe_load((ROOT / "conf" / "optim" / "adamw.yaml").read_text()))  # the default optim
+    assert {"lr", "weight_decay", "no_decay", "backbone_lr_mult"} <= set(valid)
     assert f"Valid keys of 'optim': {valid}" in proc.stderr
     assert not list(tmp_path.glob("sweep/*/"))  # no trial started
 
@@ -143,16 +174,30 @@ def _with_hydra(cfg, hydra: dict):
 
 def _multirun_config(compose, params: dict, task_overrides: list[str]):
     cfg = compose(["sweep=grid"])
-    hydra = {"sweeper": {"params": params}, "overrides": {"task": task_overrides},
-             "runtime": {"choices": {"backbone": "mci2", "head": "lraspp", "data": "synthetic", "task": "seg",
-                                     "optim": "adamw", "trainer": "default", "logger": "csv"}}}
+    hydra = {
+        "sweeper": {"params": params},
+        "overrides": {"task": task_overrides},
+        "runtime": {
+            "choices": {
+                "backbone": "mci2",
+                "head": "lraspp",
+                "data": "synthetic",
+                "task": "seg",
+                "optim": "adamw",
+                "trainer": "default",
+                "logger": "csv",
+            }
+        },
+    }
     return _with_hydra(cfg, hydra)
 
 
 def test_check_sweep_params(compose):
-    ok = _multirun_config(compose, {"backbone": "mci0,mobilenetv3_large", "optim.lr": "1e-3,2e-3"},
-                          ["head=lraspp,fpn", "head.inter_channels=64,128", "+optim.new=1,2",
-                           "data.size=[64,64]"])
+    ok = _multirun_config(
+        compose,
+        {"backbone": "mci0,mobilenetv3_large", "optim.lr": "1e-3,2e-3"},
+        ["head=lraspp,fpn", "head.inter_channels=64,128", "+optim.new=1,2", "data.size=[64,64]"],
+    )
     check_sweep_params(ok)  # groups, group-swept sub-keys, "+" additions and existing keys pass
     bad = _multirun_config(compose, {}, ["data.augment.hflipp=0.1,0.2"])
     message = r"'data.augment' has no key 'hflipp'. Did you mean 'data.augment.hflip'"
@@ -164,11 +209,12 @@ def test_check_sweep_params(compose):
 
 
 def test_sweep_direction_follows_the_task_monitor(compose):
-    from densekit.tasks import TASK_MODULES
+    from densekit.tasks import TASKS, get_task
 
-    for task in ("seg", "depth", "flow", "volume"):
+    assert sorted(TASKS) == ["depth", "flow", "seg", "volume"]
+    for task in TASKS:
         cfg = compose([f"task={task}"])
-        module = TASK_MODULES[task]
+        module = get_task(task)
         assert cfg.task.monitor == module.monitor
         assert cfg.task.sweep_direction == {"max": "maximize", "min": "minimize"}[module.monitor_mode], task
 
@@ -185,23 +231,28 @@ def test_optuna_space_follows_head_and_data(compose):
     lraspp = {"name": "lraspp", "inter_channels": 128}
     assert head_width_choices(lraspp) == {"head.inter_channels": [64, 128, 256]}
     assert head_width_choices({"name": "unet", "decoder_channels": [256, 128, 64, 32]}) == {
-        "head.decoder_channels": ["[128,64,32,16]", "[256,128,64,32]", "[512,256,128,64]"]}
+        "head.decoder_channels": ["[128,64,32,16]", "[256,128,64,32]", "[512,256,128,64]"]
+    }
     assert head_width_choices({"name": "revunet3d"}) == {}
     assert train_size_choices({"size": [128, 128]}) == {"data.size": ["[96,96]", "[128,128]", "[160,160]"]}
     assert train_size_choices({"size": [128, 128], "augment": {"crop": [512, 512]}}) == {
-        "data.augment.crop": ["[256,256]", "[384,384]", "[512,512]"]}
+        "data.augment.crop": ["[256,256]", "[384,384]", "[512,512]"]
+    }
     assert train_size_choices({"size": [48, 48, 48], "patch": [32, 32, 32]}) == {
-        "data.patch": ["[16,16,16]", "[32,32,32]"]}
+        "data.patch": ["[16,16,16]", "[32,32,32]"]
+    }
 
     trial = FakeTrial()
-    cfg = _with_hydra(compose(["task=depth"]), {
-        "sweeper": {"params": {"optim.lr": "tag(log, interval(1e-4, 1e-2))"}},
-        "overrides": {"task": ["task=depth", "data.size=[64,64]"]},
-    })
+    cfg = _with_hydra(
+        compose(["task=depth"]),
+        {
+            "sweeper": {"params": {"optim.lr": "tag(log, interval(1e-4, 1e-2))"}},
+            "overrides": {"task": ["task=depth", "data.size=[64,64]"]},
+        },
+    )
     optuna_space(cfg, trial)
     # depth's default head is fpn: both of its widths; data.size is fixed on the command line
-    assert trial.asked == {"head.pyramid_channels": [128, 256, 512],
-                           "head.segmentation_channels": [64, 128, 256]}
+    assert trial.asked == {"head.pyramid_channels": [128, 256, 512], "head.segmentation_channels": [64, 128, 256]}
 
 
 def test_run_trial_records_success_and_failure(compose, tmp_path):
@@ -230,10 +281,16 @@ def test_sweep_report_minimize_and_missing_trials(tmp_path):
     for n, value in enumerate([0.5, 0.2, None]):
         d = tmp_path / str(n)
         (d / ".hydra").mkdir(parents=True)
-        record = {"status": "ok" if value is not None else "failed", "monitor": "val/epe",
-                  "direction": "minimize", "objective": value,
-                  "overrides": [f"optim.lr={0.001 * (n + 1)}", "task=flow"], "metrics": {},
-                  "wall_time_s": 1.0, "error": None if value is not None else "ValueError: bad"}
+        record = {
+            "status": "ok" if value is not None else "failed",
+            "monitor": "val/epe",
+            "direction": "minimize",
+            "objective": value,
+            "overrides": [f"optim.lr={0.001 * (n + 1)}", "task=flow"],
+            "metrics": {},
+            "wall_time_s": 1.0,
+            "error": None if value is not None else "ValueError: bad",
+        }
         (d / "result.json").write_text(json.dumps(record))
     (tmp_path / "3" / ".hydra").mkdir(parents=True)  # a trial killed before it wrote its result
     text = sweep_report.report(tmp_path)
@@ -243,3 +300,11 @@ def test_sweep_report_minimize_and_missing_trials(tmp_path):
     assert rows[4].startswith("| - | 3 | missing |") and "no result.json" in rows[4]
     with pytest.raises(FileNotFoundError, match="sweep directory not found"):
         sweep_report.report(tmp_path / "nope")
+    script = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "sweep_report.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ENV,
+    )
+    assert script.returncode == 0 and script.stdout.strip() == text.strip()  # the script prints the same table

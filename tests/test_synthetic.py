@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from densekit.data import SceneConfig, SyntheticScenes, generate_scene, generate_volume
-from densekit.data.schema import check_sample
+from densekit.schema import check_sample
 
 CFG = SceneConfig(height=96, width=128)
 

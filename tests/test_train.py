@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from densekit.train import train
-from tests.conftest import ROOT
+from helpers import ROOT
 
 
 @pytest.mark.slow
@@ -42,8 +42,17 @@ def test_wandb_logger_offline_writes_under_run_dir(compose, tmp_path, monkeypatc
 def test_cli_writes_into_hydra_run_dir(tmp_path):
     before = set(p.name for p in ROOT.iterdir())
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "experiment=smoke", "data.train_length=4", "trainer.enable_progress_bar=false"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "experiment=smoke",
+            "data.train_length=4",
+            "trainer.enable_progress_bar=false",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = list((tmp_path / "outputs" / "seg").glob("*/*"))
@@ -54,9 +63,17 @@ def test_cli_writes_into_hydra_run_dir(tmp_path):
 
 def test_bad_pretrained_path_is_one_line_error(tmp_path):
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "experiment=smoke", "backbone.pretrained=/nonexistent/w.pt",
-         f"output_dir={tmp_path}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "experiment=smoke",
+            "backbone.pretrained=/nonexistent/w.pt",
+            f"output_dir={tmp_path}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode != 0
     assert "backbone.pretrained: weight file not found: /nonexistent/w.pt" in proc.stderr

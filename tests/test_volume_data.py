@@ -11,56 +11,22 @@ import pytest
 import torch
 
 from densekit.data import (
-    DATASETS, BadSampleWarning, BraTSVolumes, NiftiFolder, SyntheticVolumes, build_dataset,
+    DATASETS,
+    BadSampleWarning,
+    BraTSVolumes,
+    NiftiFolder,
+    SyntheticVolumes,
+    build_dataset,
 )
-from densekit.data.schema import check_volume_sample
-from densekit.data.volumes import (
-    VolumeAugment, centre_patch, dhw_to_nifti, nifti_to_dhw, random_patch, zscore,
-)
+from densekit.data.readers.volume import dhw_to_nifti, nifti_to_dhw
+from densekit.data.transforms.volume import VolumeAugment, centre_patch, random_patch, zscore
 from densekit.io import read_nifti, write_nifti
+from densekit.schema import check_volume_sample
+from helpers import VOLUME_AFFINE, VOLUME_SHAPE, brain_box, lesion, make_brats, modality
+from helpers import save_nifti as save
 
-SHAPE = (12, 10, 8)  # file order (i, j, k) -> samples are (D, H, W) = (8, 10, 12)
+SHAPE, AFFINE = VOLUME_SHAPE, VOLUME_AFFINE  # what the builders in helpers.py write
 DHW = SHAPE[::-1]
-AFFINE = np.diag([1.0, 1.0, 1.5, 1.0])
-
-
-def brain_box(shape=SHAPE):
-    brain = np.zeros(shape, bool)
-    brain[2:10, 2:8, 1:7] = True
-    return brain
-
-
-def modality(c, shape=SHAPE):
-    """A distinct, non-constant intensity per channel inside the brain box; exactly 0 outside."""
-    i, j, k = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
-    vol = (100.0 * (c + 1) + 3.0 * i + 5.0 * j * (c + 1) + 7.0 * k).astype(np.float32)
-    return np.where(brain_box(shape), vol, 0.0).astype(np.float32)
-
-
-def lesion(values=(1, 2, 4), shape=SHAPE):
-    seg = np.zeros(shape, np.uint8)
-    seg[4:8, 3:7, 2:6] = values[1]  # edema
-    seg[5:7, 4:6, 3:5] = values[2]  # enhancing
-    seg[5, 4, 3] = values[0]  # necrotic core (one voxel)
-    return seg
-
-
-def save(path, array, affine=AFFINE):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(array, affine), str(path))
-
-
-def make_brats(root, cases=("BraTS2021_00000", "BraTS2021_00001"), naming="brats2021", seg=None):
-    if naming == "brats2021":
-        mods, sep = ("t1", "t1ce", "t2", "flair"), "_"
-    else:
-        mods, sep = ("t1n", "t1c", "t2w", "t2f"), "-"
-    values = (1, 2, 4) if naming == "brats2021" else (1, 2, 3)
-    for case in cases:
-        for c, m in enumerate(mods):
-            save(root / case / f"{case}{sep}{m}.nii.gz", modality(c))
-        save(root / case / f"{case}{sep}seg.nii.gz", lesion(values) if seg is None else seg)
-    return root
 
 
 def brats(root, split="train", **kw):
@@ -141,8 +107,11 @@ def test_brats2023_naming_keeps_labels_and_modality_order(tmp_path):
     ds = brats(tmp_path, naming="brats2023", modalities=["t2f", "t1n"])
     s2 = ds[0]
     assert s2["image"].shape[0] == 2
-    assert torch.allclose(s2["image"][0], torch.from_numpy(zscore(nifti_to_dhw(modality(3))[None],
-                                                                    nifti_to_dhw(brain_box()))[0]), atol=1e-6)
+    assert torch.allclose(
+        s2["image"][0],
+        torch.from_numpy(zscore(nifti_to_dhw(modality(3))[None], nifti_to_dhw(brain_box()))[0]),
+        atol=1e-6,
+    )
 
 
 @pytest.mark.parametrize("naming,bad", [("brats2021", 3), ("brats2023", 4)])
@@ -174,8 +143,11 @@ def test_bad_cases_name_the_case(tmp_path):
     save(tmp_path / "b_affine" / "b_affine_seg.nii.gz", lesion(), affine=shifted)
     (tmp_path / "c_missing" / "c_missing_flair.nii.gz").unlink()
     ds = brats(tmp_path)
-    with pytest.raises(ValueError, match=r"case a_shape: a_shape_t2.nii.gz has shape \(12, 10, 9\) but "
-                                         r"a_shape_t1.nii.gz has \(12, 10, 8\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"case a_shape: a_shape_t2.nii.gz has shape \(12, 10, 9\) but "
+        r"a_shape_t1.nii.gz has \(12, 10, 8\)",
+    ):
         ds[0]
     with pytest.raises(ValueError, match=r"case b_affine: b_affine_seg.nii.gz has a different affine .*0.5"):
         ds[1]
@@ -222,8 +194,9 @@ def test_fraction_split_is_deterministic_and_disjoint_and_split_file(tmp_path):
     # a split file (relative to root), plain and in nnU-Net's splits_final.json list form
     (tmp_path / "split.json").write_text(json.dumps({"train": list(cases[:4]), "val": [cases[4]]}))
     assert [c[0] for c in BraTSVolumes("val", tmp_path, split_file="split.json").cases] == [cases[4]]
-    (tmp_path / "splits_final.json").write_text(json.dumps([{"train": [cases[0]], "val": [cases[1]]},
-                                                             {"train": [cases[2]], "val": [cases[3]]}]))
+    (tmp_path / "splits_final.json").write_text(
+        json.dumps([{"train": [cases[0]], "val": [cases[1]]}, {"train": [cases[2]], "val": [cases[3]]}])
+    )
     fold1 = BraTSVolumes("train", tmp_path, split_file="splits_final.json", fold=1)
     assert [c[0] for c in fold1.cases] == [cases[2]]
     (tmp_path / "bad.json").write_text(json.dumps({"train": ["nope"], "val": []}))
@@ -240,8 +213,7 @@ def make_nifti_folder(root, cases=("case_a", "case_b"), channels=2, dataset_json
             save(root / "images" / f"{case}_{c:04d}.nii.gz", modality(c))
         save(root / "labels" / f"{case}.nii.gz", (lesion((1, 1, 2)) > 0).astype(np.uint8) + (lesion() == 4))
     if dataset_json:
-        meta = {"channel_names": {"0": "CT", "1": "PET"},
-                "labels": {"background": 0, "organ": 1, "tumour": 2}}
+        meta = {"channel_names": {"0": "CT", "1": "PET"}, "labels": {"background": 0, "organ": 1, "tumour": 2}}
         (root / "dataset.json").write_text(json.dumps(meta))
     return root
 
@@ -252,7 +224,7 @@ def test_nifti_folder_reads_channels_and_classes_from_dataset_json(tmp_path):
     assert ds.class_names == ("background", "organ", "tumour") and ds.channels == 2 and len(ds) == 2
     s = ds[0]
     assert s["image"].shape == (2, *DHW)
-    expect = nifti_to_dhw(((lesion() > 0).astype(np.int64) + (lesion() == 4)))
+    expect = nifti_to_dhw((lesion() > 0).astype(np.int64) + (lesion() == 4))
     assert torch.equal(s["mask"], torch.from_numpy(expect))
     # a label value outside 0..K-1
     save(tmp_path / "labels" / "case_b.nii.gz", np.full(SHAPE, 3, np.uint8))
@@ -288,8 +260,12 @@ def test_nifti_folder_brats_labels_and_nnunet_names(tmp_path):
 def numpy_sample(mask):
     d, h, w = mask.shape
     image = np.stack([mask * 10.0 + np.arange(w), -mask.astype(np.float64)]).astype(np.float32)
-    return {"image": image, "mask": mask.astype(np.int64), "valid": np.ones(mask.shape, bool),
-            "brain": np.ones(mask.shape, bool)}
+    return {
+        "image": image,
+        "mask": mask.astype(np.int64),
+        "valid": np.ones(mask.shape, bool),
+        "brain": np.ones(mask.shape, bool),
+    }
 
 
 def test_fg_oversampling_always_hits_the_lesion_and_patches_have_the_size():
@@ -357,8 +333,7 @@ def test_synthetic_volumes_are_deterministic_zscored_and_patched():
     assert torch.allclose(inside.std(1, unbiased=False), torch.ones(4, dtype=torch.float64), atol=1e-5)
     assert (a["image"][:, ~brain] == 0).all()
     assert set(torch.unique(a["mask"]).tolist()) <= {0, 1, 2, 3}
-    train = SyntheticVolumes("train", length=4, size=(16, 20, 24), patch=[8, 8, 8], fg_prob=1.0,
-                             augment={"flip": 0.5})
+    train = SyntheticVolumes("train", length=4, size=(16, 20, 24), patch=[8, 8, 8], fg_prob=1.0, augment={"flip": 0.5})
     torch.manual_seed(0)
     s = train[2]
     assert s["image"].shape == (4, 8, 8, 8) and (s["mask"] > 0).any()
@@ -367,8 +342,9 @@ def test_synthetic_volumes_are_deterministic_zscored_and_patched():
 
 
 def test_registry_and_config_files_build_the_datasets(tmp_path, compose):
-    from densekit.train import split_data_config
     from omegaconf import OmegaConf
+
+    from densekit.builder import split_data_config
 
     assert DATASETS["synthetic_volume"] is SyntheticVolumes
     assert DATASETS["brats"] is BraTSVolumes and DATASETS["nifti_folder"] is NiftiFolder
@@ -377,11 +353,17 @@ def test_registry_and_config_files_build_the_datasets(tmp_path, compose):
         for ch in range(4):
             save(tmp_path / "nf" / "images" / f"{c}_{ch:04d}.nii.gz", modality(ch))
         save(tmp_path / "nf" / "labels" / f"{c}.nii.gz", lesion((1, 2, 3)))
-    roots = {"synthetic_volume": [], "brats": [f"data.root={tmp_path / 'brats'}"],
-             "nifti_folder": [f"data.root={tmp_path / 'nf'}", "data.val_fraction=0.5"]}
+    roots = {
+        "synthetic_volume": [],
+        "brats": [f"data.root={tmp_path / 'brats'}"],
+        "nifti_folder": [f"data.root={tmp_path / 'nf'}", "data.val_fraction=0.5"],
+    }
     for name, extra in roots.items():
-        cfg = compose([f"data={name}", "data.size=[16,16,16]"] if name == "synthetic_volume" else
-                      [f"data={name}", "data.patch=[8,8,8]"] + extra)
+        cfg = compose(
+            [f"data={name}", "data.size=[16,16,16]"]
+            if name == "synthetic_volume"
+            else [f"data={name}", "data.patch=[8,8,8]"] + extra
+        )
         data = OmegaConf.to_container(cfg.data, resolve=True)
         if name == "nifti_folder":  # classes come from the data (here the label values 0..3)
             assert data["num_classes"] is None and data["class_names"] is None

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from densekit.data import DenseDataModule, NiftiFolder
-from densekit.data.volumes import NNUNET_EPOCH_PATCHES
+from densekit.data.readers.volume import NNUNET_EPOCH_PATCHES
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (20, 24, 16)  # file order (i, j, k) -> samples (D, H, W) = (16, 24, 20)
@@ -45,14 +45,15 @@ def _intensity(case: int, channel: int, dtype=np.uint16, lo=0, span=235):
 
 def _labels(case: int, values=(1,)):
     seg = np.zeros(SHAPE, np.uint8)
-    seg[6 + case:12, 8:16, 4:10] = values[0]
+    seg[6 + case : 12, 8:16, 4:10] = values[0]
     if len(values) > 1:
         seg[8:10, 10:12, 5:8] = values[1]
     return seg
 
 
-def make_nnunet(root, cases=1, channels=1, labels=None, dataset_json=True, dtype=np.uint16, lo=0, span=235,
-                label_values=(1,)):
+def make_nnunet(
+    root, cases=1, channels=1, labels=None, dataset_json=True, dtype=np.uint16, lo=0, span=235, label_values=(1,)
+):
     """An nnU-Net v2 raw folder: ``cases`` training cases of ``channels`` 16-bit channels."""
     names = [f"case_{c:03d}" for c in range(cases)]
     for c, case in enumerate(names):
@@ -60,16 +61,20 @@ def make_nnunet(root, cases=1, channels=1, labels=None, dataset_json=True, dtype
             _save(root / "imagesTr" / f"{case}_{ch:04d}.nii.gz", _intensity(c, ch, dtype, lo, span))
         _save(root / "labelsTr" / f"{case}.nii.gz", _labels(c, label_values))
     if dataset_json:
-        meta = {"channel_names": {str(ch): "MRI" if channels == 1 else f"MR{ch}" for ch in range(channels)},
-                "labels": labels if labels is not None else {"background": 0, "tissue": 1},
-                "numTraining": cases, "file_ending": ".nii.gz"}
+        meta = {
+            "channel_names": {str(ch): "MRI" if channels == 1 else f"MR{ch}" for ch in range(channels)},
+            "labels": labels if labels is not None else {"background": 0, "tissue": 1},
+            "numTraining": cases,
+            "file_ending": ".nii.gz",
+        }
         (root / "dataset.json").write_text(json.dumps(meta))
     return root
 
 
 # -- facts from dataset.json ------------------------------------------------------------------------------
-@pytest.mark.parametrize("table", [{"background": 0, "tissue": 1}, {"0": "background", "1": "tissue"}],
-                         ids=["v2", "v1"])
+@pytest.mark.parametrize(
+    "table", [{"background": 0, "tissue": 1}, {"0": "background", "1": "tissue"}], ids=["v2", "v1"]
+)
 def test_one_channel_mri_takes_channels_and_classes_from_dataset_json(tmp_path, table):
     make_nnunet(tmp_path, cases=3, labels=table)
     ds = NiftiFolder("train", tmp_path, patch=[16, 16, 16])
@@ -105,8 +110,12 @@ def test_brats_table_in_dataset_json_keeps_the_region_metrics(tmp_path):
     make_nnunet(tmp_path / "a", cases=2, channels=4, labels=v2, label_values=(2, 3))
     ds = NiftiFolder("train", tmp_path / "a", val_fraction=0.0)
     assert ds.labels == "brats2023" and ds.in_channels == 4 and ds.class_names == ("background", "NCR", "ED", "ET")
-    v1 = {"0": "background", "1": "necrotic / non-enhancing tumor core", "2": "peritumoral edema",
-          "4": "GD-enhancing tumor"}
+    v1 = {
+        "0": "background",
+        "1": "necrotic / non-enhancing tumor core",
+        "2": "peritumoral edema",
+        "4": "GD-enhancing tumor",
+    }
     make_nnunet(tmp_path / "b", cases=2, channels=4, labels=v1, label_values=(2, 4))
     ds = NiftiFolder("train", tmp_path / "b", val_fraction=0.0)
     assert ds.labels == "brats2021" and ds.num_classes == 4
@@ -118,8 +127,7 @@ def test_brats_table_in_dataset_json_keeps_the_region_metrics(tmp_path):
     task.adopt_data_labels(ds)
     assert [name for name, _ in task.val_metrics.structures][-3:] == ["WT", "TC", "ET"]
     plain = NiftiFolder("train", make_nnunet(tmp_path / "c", cases=2), val_fraction=0.0)
-    task = VolumeTask(torch.nn.Conv3d(1, 2, 1), num_classes=2, class_names=["background", "tissue"],
-                      labels="auto")
+    task = VolumeTask(torch.nn.Conv3d(1, 2, 1), num_classes=2, class_names=["background", "tissue"], labels="auto")
     task.adopt_data_labels(plain)
     assert [name for name, _ in task.val_metrics.structures] == ["tissue"]
 
@@ -140,9 +148,11 @@ def test_without_dataset_json_channels_and_classes_come_from_the_files(tmp_path)
 
 
 # -- intensities ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("dtype, lo, span", [(np.uint16, 0, 235), (np.uint16, 30000, 35000),
-                                              (np.float32, 0, 3), (np.int16, 0, 4000)],
-                         ids=["uint16-0..235", "uint16-high", "float-0..3", "int16"])
+@pytest.mark.parametrize(
+    "dtype, lo, span",
+    [(np.uint16, 0, 235), (np.uint16, 30000, 35000), (np.float32, 0, 3), (np.int16, 0, 4000)],
+    ids=["uint16-0..235", "uint16-high", "float-0..3", "int16"],
+)
 def test_intensities_reach_the_network_zscored_per_channel(tmp_path, dtype, lo, span):
     make_nnunet(tmp_path, cases=1, channels=1, dtype=dtype, lo=lo, span=span)
     ds = NiftiFolder("val", tmp_path)
@@ -208,8 +218,8 @@ def test_three_cases_epoch_length(tmp_path):
 def test_nifti_folder_config_defaults_come_from_the_data(tmp_path, compose):
     from omegaconf import OmegaConf
 
+    from densekit.builder import split_data_config
     from densekit.data import build_dataset
-    from densekit.train import split_data_config
 
     make_nnunet(tmp_path, cases=1)
     cfg = compose(["task=volume", "data=nifti_folder", f"data.root={tmp_path}"])
@@ -244,21 +254,34 @@ def test_sliding_window_validation_logs_no_alembic_info():
     alembic, whose plugin registry logs 7 INFO lines on import (and optuna's SQLAlchemy models warn
     MovedIn20Warning); a fresh process shows whether they leak (before the fix: 7 alembic lines + 1)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    run = subprocess.run([sys.executable, "-c", _QUIET_SCRIPT], capture_output=True, text=True, env=env,
-                         cwd=str(ROOT), timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", _QUIET_SCRIPT], capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=300
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "SHAPE (1, 2, 12, 12, 12) True" in run.stdout
-    noisy = [line for line in (run.stdout + run.stderr).splitlines()
-             if line.startswith("alembic") or "MovedIn20Warning" in line]
+    noisy = [
+        line
+        for line in (run.stdout + run.stderr).splitlines()
+        if line.startswith("alembic") or "MovedIn20Warning" in line
+    ]
     assert noisy == []
 
 
 # -- end to end through densekit.train.train ---------------------------------------------------------------
 def _train_overrides(root, out):
-    return ["task=volume", "data=nifti_folder", f"data.root={root}", "data.patch=[16,16,16]",
-            "backbone.widths=[8,16,32,64,64]", "trainer.max_steps=2", "trainer.val_check_interval=null",
-            "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "data.num_workers=0",
-            f"output_dir={out}"]
+    return [
+        "task=volume",
+        "data=nifti_folder",
+        f"data.root={root}",
+        "data.patch=[16,16,16]",
+        "backbone.widths=[8,16,32,64,64]",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=null",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.enable_progress_bar=false",
+        "data.num_workers=0",
+        f"output_dir={out}",
+    ]
 
 
 def _train(compose, overrides):
@@ -276,8 +299,9 @@ def _train(compose, overrides):
 @pytest.mark.slow
 def test_one_case_one_channel_trains_with_explicit_channels(tmp_path, compose):
     root = make_nnunet(tmp_path / "data", cases=1)
-    metrics, printed = _train(compose, _train_overrides(root, tmp_path / "run")
-                              + ["backbone.in_channels=1", "data.num_classes=2"])
+    metrics, printed = _train(
+        compose, _train_overrides(root, tmp_path / "run") + ["backbone.in_channels=1", "data.num_classes=2"]
+    )
     assert 0.0 <= metrics["val/mDice"] <= 1.0 and "val/Dice/tissue" in metrics
     assert "val/Dice/WT" not in metrics
     assert "Final validation metrics" in printed

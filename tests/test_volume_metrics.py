@@ -17,8 +17,14 @@ TARGET = torch.tensor([0, 1, 2, 2, 3, 3, 0, 0]).reshape(1, 1, 2, 4)
 PRED = torch.tensor([0, 1, 2, 0, 3, 2, 2, 0]).reshape(1, 1, 2, 4)
 # by hand: class 1: t{1} p{1} -> 1; class 2: t{2,3} p{2,5,6}, tp 1 -> 2/5; class 3: t{4,5} p{4} -> 2/3
 # WT {1,2,3}: t{1..5} p{1,2,4,5,6}, tp 4 -> 8/10; TC {1,3}: t{1,4,5} p{1,4}, tp 2 -> 4/5; ET = class 3
-HAND = {"Dice/necrotic_core": 1.0, "Dice/edema": 0.4, "Dice/enhancing": 2 / 3,
-        "Dice/WT": 0.8, "Dice/TC": 0.8, "Dice/ET": 2 / 3}
+HAND = {
+    "Dice/necrotic_core": 1.0,
+    "Dice/edema": 0.4,
+    "Dice/enhancing": 2 / 3,
+    "Dice/WT": 0.8,
+    "Dice/TC": 0.8,
+    "Dice/ET": 2 / 3,
+}
 NAMES = ["background", "necrotic_core", "edema", "enhancing"]
 
 
@@ -73,8 +79,9 @@ def test_invalid_and_ignored_voxels_are_not_counted():
 def test_accumulator_equals_functional_over_all_cases():
     gen = torch.Generator().manual_seed(0)
     target = torch.randint(0, 4, (5, 3, 4, 5), generator=gen)
-    pred = torch.where(torch.rand(target.shape, generator=gen) < 0.7, target,
-                       torch.randint(0, 4, target.shape, generator=gen))
+    pred = torch.where(
+        torch.rand(target.shape, generator=gen) < 0.7, target, torch.randint(0, 4, target.shape, generator=gen)
+    )
     pred[3] = 0
     target[3] = 0  # an empty/empty case among them
     metric = VolumeMetrics(num_classes=4, labels="brats2023", class_names=NAMES)
@@ -91,6 +98,7 @@ def test_accumulator_equals_functional_over_all_cases():
 
 def brute_hd95(a: np.ndarray, b: np.ndarray) -> float:
     """HD95 by brute force: surfaces (voxels with a 6-neighbour outside), all-pairs distances."""
+
     def surface(m):
         return np.argwhere(m & ~ndimage.binary_erosion(m))
 

@@ -16,8 +16,10 @@ from scripts.evaluate import main as evaluate_main
 
 @pytest.mark.parametrize(
     "backbone, head",
-    [({"name": "revmb3d", "widths": [8, 16, 32, 32, 32]}, "revunet3d"),
-     ({"name": "lightm3d", "init_filters": 8, "blocks_down": [1, 1, 1, 1]}, "lightm")],
+    [
+        ({"name": "revmb3d", "widths": [8, 16, 32, 32, 32]}, "revunet3d"),
+        ({"name": "lightm3d", "init_filters": 8, "blocks_down": [1, 1, 1, 1]}, "lightm"),
+    ],
     ids=["revmb3d", "lightm3d"],
 )
 def test_volume_models_pad_any_size_and_crop_back(backbone, head, single_thread):

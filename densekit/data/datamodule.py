@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import pytorch_lightning as pl
 from torch.utils.data import BatchSampler, DataLoader, Dataset
@@ -101,8 +101,9 @@ class DenseDataModule(pl.LightningDataModule):
         self.num_workers = resolve_num_workers(num_workers)
         self.val_batch_size = int(val_batch_size or batch_size)
         self.seed = int(seed)
-        # an epoch holds at least this many batches: a split smaller than that is repeated (every repeat with
-        # its own augmentation), so that a small dataset still validates every trainer.val_check_interval steps
+        # an epoch holds at least this many batches: a split smaller than that is repeated (every repeat
+        # with its own augmentation), so that a small dataset still validates every
+        # trainer.val_check_interval steps
         self.min_train_batches = int(min_train_batches or 0)
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
@@ -124,8 +125,10 @@ class DenseDataModule(pl.LightningDataModule):
         if n < self.batch_size * world_size:
             # a batch larger than the split would drop every sample (drop_last): shrink instead of failing
             shrunk = max(1, n // world_size)
-            self._note(f"the train split has {n} samples, fewer than data.batch_size={self.batch_size}"
-                       f"{'' if world_size == 1 else f' x {world_size} processes'}: batch size {shrunk} is used")
+            self._note(
+                f"the train split has {n} samples, fewer than data.batch_size={self.batch_size}"
+                f"{'' if world_size == 1 else f' x {world_size} processes'}: batch size {shrunk} is used"
+            )
             self.batch_size = shrunk
         length = n
         per_epoch = n // (self.batch_size * world_size)
@@ -134,8 +137,8 @@ class DenseDataModule(pl.LightningDataModule):
             self._note(
                 f"the train split has {n} samples = {per_epoch} batch(es) of {self.batch_size}, fewer than "
                 f"trainer.val_check_interval={self.min_train_batches}: an epoch repeats the split to "
-                f"{self.min_train_batches} batches ({length} samples, {length / n:.1f} passes, each with its own "
-                f"augmentation); set data.train_length to choose the epoch yourself"
+                f"{self.min_train_batches} batches ({length} samples, {length / n:.1f} passes, each with "
+                f"its own augmentation); set data.train_length to choose the epoch yourself"
             )
         return length
 
@@ -158,8 +161,12 @@ class DenseDataModule(pl.LightningDataModule):
         batches = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed  # trained in this epoch
         # counted in samples over all processes, so a resume with another process count lands on the same
         # place in the epoch's permutation (exact when the count divides it)
-        return {"epoch": sampler.epoch, "samples": batches * self.batch_size * sampler.world_size,
-                "seed": sampler.seed, "length": sampler.length}
+        return {
+            "epoch": sampler.epoch,
+            "samples": batches * self.batch_size * sampler.world_size,
+            "seed": sampler.seed,
+            "length": sampler.length,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self._resume = dict(state) if state else None
@@ -171,8 +178,9 @@ class DenseDataModule(pl.LightningDataModule):
         if (state.get("seed"), state.get("length")) != (sampler.seed, sampler.length):
             raise ValueError(
                 f"the checkpoint's train data had seed={state.get('seed')} and {state.get('length')} "
-                f"samples; this run has seed={sampler.seed} and {sampler.length}: resuming would not continue "
-                f"the same sample order (start a new run, or use init_from=... to take the weights only)"
+                f"samples; this run has seed={sampler.seed} and {sampler.length}: resuming would not "
+                f"continue the same sample order (start a new run, or use init_from=... to take the weights "
+                f"only)"
             )
         epoch, skip = int(state["epoch"]), int(state["samples"]) // sampler.world_size
         if skip >= len(sampler) - len(sampler) % self.batch_size:

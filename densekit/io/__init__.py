@@ -5,9 +5,9 @@ datasets on these; users call them directly (``densekit.io.read_flow(path)``).
 """
 
 # -- format modules (one import line per module) --
+from .depth import read_depth, write_depth_png
 from .flow import read_flo, read_flow, read_kitti_png, read_pfm, write_flo, write_flow, write_pfm
 from .nifti import read_nifti, write_nifti
-from .depth import read_depth, write_depth_png
 
 __all__ = [
     "read_depth",

@@ -6,7 +6,7 @@ One convention for every format: ``metres = stored value / scale``. The usual sc
   * ``.npy`` files are expected to hold metres already (scale defaults to 1; give 1000 for millimetres)
 
 A stored 0 is "no measurement" and stays 0 (invalid) whatever the scale; NaN/inf in a ``.npy`` are returned
-as they are, so that the caller can count and mask them (``densekit.data.depth_datasets`` does).
+as they are, so that the caller can count and mask them (``densekit.data.readers.depth`` does).
 """
 
 from __future__ import annotations
@@ -50,14 +50,9 @@ def _read_png(path: Path, scale) -> np.ndarray:
         raise ValueError(f"{path}: unreadable depth PNG ({type(exc).__name__}: {exc})") from None
     with img:
         if img.mode not in _PNG16_MODES:
-            hint = (
-                " (8-bit: too coarse for depth; a colour rendering of it?)"
-                if img.mode in ("L", "P", "RGB")
-                else ""
-            )
+            hint = " (8-bit: too coarse for depth; a colour rendering of it?)" if img.mode in ("L", "P", "RGB") else ""
             raise ValueError(
-                f"{path}: expected a single-channel 16-bit PNG (metres = value / {scale:g}), "
-                f"got mode {img.mode}{hint}"
+                f"{path}: expected a single-channel 16-bit PNG (metres = value / {scale:g}), got mode {img.mode}{hint}"
             )
         raw = np.asarray(img)
     # mode "I" is 32-bit in Pillow; a real 16-bit PNG never holds values outside [0, 65535]
@@ -74,9 +69,7 @@ def _read_npy(path: Path, scale) -> np.ndarray:
     if arr.ndim == 3 and 1 in (arr.shape[0], arr.shape[-1]):
         arr = arr.reshape(arr.shape[1:] if arr.shape[0] == 1 else arr.shape[:-1])  # (1,H,W)/(H,W,1) -> (H,W)
     if arr.ndim != 2:
-        raise ValueError(
-            f"{path}: expected a depth map of shape (H, W) (or (1, H, W) / (H, W, 1)), got {arr.shape}"
-        )
+        raise ValueError(f"{path}: expected a depth map of shape (H, W) (or (1, H, W) / (H, W, 1)), got {arr.shape}")
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise ValueError(f"{path}: expected a numeric depth map, got dtype {arr.dtype}")
     arr = arr.astype(np.float32)

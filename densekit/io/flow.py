@@ -74,22 +74,18 @@ def read_flo(path) -> np.ndarray:
     path = Path(path)
     data = _read_bytes(path)
     if len(data) < 12:
-        raise ValueError(
-            f"{path}: truncated .flo file: {len(data)} bytes, expected a 12-byte header at least"
-        )
+        raise ValueError(f"{path}: truncated .flo file: {len(data)} bytes, expected a 12-byte header at least")
     magic, width, height = struct.unpack("<fii", data[:12])
     if magic != FLO_MAGIC:
         raise ValueError(
-            f"{path}: not a .flo file: magic number {magic!r} (bytes {data[:4]!r}), "
-            f"expected {FLO_MAGIC} (b'PIEH')"
+            f"{path}: not a .flo file: magic number {magic!r} (bytes {data[:4]!r}), expected {FLO_MAGIC} (b'PIEH')"
         )
     if width <= 0 or height <= 0:
         raise ValueError(f"{path}: .flo header gives an empty or negative size {width}x{height} (WxH)")
     expected = 12 + 4 * 2 * width * height
     if len(data) < expected:
         raise ValueError(
-            f"{path}: truncated .flo file: header promises {width}x{height} (WxH) = {expected} bytes, "
-            f"got {len(data)}"
+            f"{path}: truncated .flo file: header promises {width}x{height} (WxH) = {expected} bytes, got {len(data)}"
         )
     flow = np.frombuffer(data, "<f4", count=2 * width * height, offset=12)
     return flow.reshape(height, width, 2).astype(np.float32)  # (H, W, 2): u, v interleaved, row-major
@@ -154,8 +150,7 @@ def read_pfm(path) -> np.ndarray:
     m = _PFM_HEADER.match(data[:256])
     if m is None:
         raise ValueError(
-            f"{path}: not a PFM file: expected the header 'PF' or 'Pf', width height, scale; "
-            f"got {data[:20]!r}"
+            f"{path}: not a PFM file: expected the header 'PF' or 'Pf', width height, scale; got {data[:20]!r}"
         )
     channels = 3 if m.group(1) == b"PF" else 1
     width, height = int(m.group(2)), int(m.group(3))
@@ -164,9 +159,7 @@ def read_pfm(path) -> np.ndarray:
     except ValueError:
         raise ValueError(f"{path}: PFM scale {m.group(4)!r} is not a number") from None
     if width <= 0 or height <= 0 or scale == 0:
-        raise ValueError(
-            f"{path}: PFM header gives size {width}x{height} (WxH) and scale {scale}; expected > 0, != 0"
-        )
+        raise ValueError(f"{path}: PFM header gives size {width}x{height} (WxH) and scale {scale}; expected > 0, != 0")
     count = width * height * channels
     start = m.end()
     if len(data) - start < 4 * count:
@@ -198,9 +191,7 @@ def write_pfm(path, array: np.ndarray, little_endian: bool = True) -> None:
 def _suffix(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix not in FLOW_SUFFIXES:
-        raise ValueError(
-            f"{path}: unknown flow file extension {path.suffix!r}; expected one of {list(FLOW_SUFFIXES)}"
-        )
+        raise ValueError(f"{path}: unknown flow file extension {path.suffix!r}; expected one of {list(FLOW_SUFFIXES)}")
     return suffix
 
 
@@ -219,9 +210,7 @@ def read_flow(path) -> tuple[np.ndarray, np.ndarray]:
     else:
         arr = read_pfm(path)
         if arr.ndim != 3:
-            raise ValueError(
-                f"{path}: a flow PFM needs 3 channels ('PF': u, v, unused), got a 1-channel 'Pf' map"
-            )
+            raise ValueError(f"{path}: a flow PFM needs 3 channels ('PF': u, v, unused), got a 1-channel 'Pf' map")
         flow = arr[..., :2]
     return _clean(flow, np.ones(flow.shape[:2], bool))
 
@@ -243,6 +232,15 @@ def write_flow(path, flow: np.ndarray, valid: np.ndarray | None = None) -> None:
 
 
 __all__ = [
-    "FLO_MAGIC", "UNKNOWN_FLOW", "flow_validity", "read_flo", "read_flow", "read_kitti_png", "read_pfm",
-    "write_flo", "write_flow", "write_kitti_png", "write_pfm",
+    "FLO_MAGIC",
+    "UNKNOWN_FLOW",
+    "flow_validity",
+    "read_flo",
+    "read_flow",
+    "read_kitti_png",
+    "read_pfm",
+    "write_flo",
+    "write_flow",
+    "write_kitti_png",
+    "write_pfm",
 ]

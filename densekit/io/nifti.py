@@ -2,7 +2,7 @@
 
 Arrays are returned in the file's voxel order (i, j, k[, t]) exactly as nibabel stores them; the 4x4
 ``affine`` maps voxel indices (i, j, k, 1) to scanner millimetres (RAS+). Reorienting or transposing is
-the caller's business (``densekit.data.volumes`` transposes to (D, H, W) = (k, j, i)).
+the caller's business (``densekit.data.readers.volume`` transposes to (D, H, W) = (k, j, i)).
 
 Data type: integer data stored without intensity scaling (slope 1, intercept 0, the norm for label maps)
 comes back in its integer dtype; everything else (float data, or scaled integers such as most MRI
@@ -45,8 +45,7 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         else:
             array = np.asarray(img.get_fdata(dtype=np.float32))
         affine = np.asarray(img.affine, np.float64)
-    except (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile,
-            nib.filebasedimages.ImageFileError) as exc:
+    except (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError) as exc:
         raise ValueError(f"{path}: unreadable NIfTI file ({type(exc).__name__}: {exc})") from None
     if affine.shape != (4, 4) or not np.isfinite(affine).all():
         raise ValueError(f"{path}: expected a finite 4x4 affine in the header, got {affine.tolist()}")

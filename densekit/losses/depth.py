@@ -12,13 +12,16 @@ import torch
 def _check(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
     if pred.shape != target.shape or pred.dim() != 4 or pred.shape[1] != 1:
         raise ValueError(
-            f"depth losses expect pred and target (B, 1, H, W) of the same shape; got {tuple(pred.shape)} and "
+            f"depth losses expect pred and target (B, 1, H, W) of the same shape; "
+            f"got {tuple(pred.shape)} and "
             f"{tuple(target.shape)}"
         )
     keep = torch.isfinite(target) & (target > 0)
     if valid is not None:
         if valid.shape != target.shape[:1] + target.shape[2:]:
-            raise ValueError(f"valid must be (B, H, W) = {tuple(target.shape[:1] + target.shape[2:])}, got {tuple(valid.shape)}")
+            raise ValueError(
+                f"valid must be (B, H, W) = {tuple(target.shape[:1] + target.shape[2:])}, got {tuple(valid.shape)}"
+            )
         keep &= valid[:, None].bool()
     return keep
 
@@ -96,4 +99,3 @@ def depth_loss(
     if grad_weight:
         loss = loss + grad_weight * gradient_loss(pred, target, valid, scales=grad_scales)
     return loss
-

@@ -26,16 +26,17 @@ def _check(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None,
     if target.dim() != 4 or target.shape[1] != 2:
         raise ValueError(f"{what}: target flow must be (B, 2, H, W), got {tuple(target.shape)}")
     if pred.dim() != 4 or pred.shape[:2] != target.shape[:2]:
-        raise ValueError(f"{what}: prediction must be (B, 2, h, w) for target {tuple(target.shape)}, "
-                         f"got {tuple(pred.shape)}")
+        raise ValueError(
+            f"{what}: prediction must be (B, 2, h, w) for target {tuple(target.shape)}, got {tuple(pred.shape)}"
+        )
     if valid is not None and tuple(valid.shape) != (target.shape[0],) + tuple(target.shape[2:]):
-        raise ValueError(f"{what}: valid must be (B, H, W) = {(target.shape[0],) + tuple(target.shape[2:])}, "
-                         f"got {tuple(valid.shape)}")
+        raise ValueError(
+            f"{what}: valid must be (B, H, W) = {(target.shape[0],) + tuple(target.shape[2:])}, "
+            f"got {tuple(valid.shape)}"
+        )
 
 
-def valid_mask(
-    target: torch.Tensor, valid: torch.Tensor | None = None, max_flow: float | None = 400.0
-) -> torch.Tensor:
+def valid_mask(target: torch.Tensor, valid: torch.Tensor | None = None, max_flow: float | None = 400.0) -> torch.Tensor:
     """(B, H, W) bool: ``valid`` and finite and |flow|_2 <= max_flow (None: no magnitude limit)."""
     finite = torch.isfinite(target).all(dim=1)  # (B, H, W)
     keep = finite if valid is None else finite & valid.bool()
@@ -54,8 +55,10 @@ def downsample_flow(
     h, w = target.shape[-2:]
     fh, fw = h // size[0], w // size[1]
     if fh * size[0] != h or fw * size[1] != w:
-        raise ValueError(f"flow loss: prediction size {tuple(size)} must divide the target size {(h, w)}; "
-                         f"upsample predictions to the target size instead")
+        raise ValueError(
+            f"flow loss: prediction size {tuple(size)} must divide the target size {(h, w)}; "
+            f"upsample predictions to the target size instead"
+        )
     weight = keep.unsqueeze(1).float()  # (B, 1, H, W)
     clean = torch.where(keep.unsqueeze(1), target, 0.0)  # invalid vectors (NaN included) never averaged in
     total = F.avg_pool2d(clean * weight, (fh, fw)) * (fh * fw)  # (B, 2, h, w) sums of valid vectors
@@ -130,8 +133,10 @@ def multiscale_flow_loss(
     if not preds:
         raise ValueError("multiscale_flow_loss: no predictions")
     if len(weights) < len(preds):
-        raise ValueError(f"multiscale_flow_loss: {len(preds)} predictions but only {len(weights)} weights "
-                         f"({weights}); give one weight per level, coarse to fine")
+        raise ValueError(
+            f"multiscale_flow_loss: {len(preds)} predictions but only {len(weights)} weights "
+            f"({weights}); give one weight per level, coarse to fine"
+        )
     weights = weights[len(weights) - len(preds) :]
     total = None
     for w, pred in zip(weights, preds):
@@ -140,8 +145,9 @@ def multiscale_flow_loss(
     return total
 
 
-def epe(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None,
-        max_flow: float | None = None) -> torch.Tensor:
+def epe(
+    pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None, max_flow: float | None = None
+) -> torch.Tensor:
     """Mean end-point error (Euclidean distance, pixels) over the valid, finite target pixels; (B, 2, H, W)
     each. No magnitude limit by default (evaluation counts every valid pixel). 0 when none is valid."""
     _check(pred, target, valid, "epe")

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from segmentation_models_pytorch.losses import DiceLoss
 
-IGNORE_INDEX = 255
+from ..schema import IGNORE_INDEX
 
 
 def seg_loss(
@@ -39,8 +39,10 @@ def seg_loss(
     if class_weights is not None:
         weight = torch.as_tensor(class_weights, dtype=torch.float32, device=logits.device)
         if weight.shape != (logits.shape[1],) or not torch.isfinite(weight).all() or (weight < 0).any():
-            raise ValueError(f"class_weights: expected {logits.shape[1]} finite weights >= 0 (one per class), "
-                             f"got {list(class_weights)}")
+            raise ValueError(
+                f"class_weights: expected {logits.shape[1]} finite weights >= 0 (one per class), "
+                f"got {list(class_weights)}"
+            )
     if not (target != ignore_index).any():
         return loss + 0.0 * logits.sum()  # nothing labelled: 0, and a graph for backward
     if ce_weight:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = 255
+from ..schema import IGNORE_INDEX
 
 
 def soft_dice_loss(
@@ -71,8 +71,9 @@ def volume_loss(
         raise ValueError(f"target holds labels {bad[:10]} outside [0, {k}) (ignore index {ignore_index})")
     loss = logits.new_zeros(())
     if ce_weight:
-        loss = loss + ce_weight * F.cross_entropy(logits, target.masked_fill(~keep, ignore_index),
-                                                  ignore_index=ignore_index)
+        loss = loss + ce_weight * F.cross_entropy(
+            logits, target.masked_fill(~keep, ignore_index), ignore_index=ignore_index
+        )
     if dice_weight:
         dice = soft_dice_loss(logits, target.masked_fill(~keep, 0), keep, include_background)
         loss = loss + dice_weight * dice

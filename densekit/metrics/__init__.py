@@ -1,12 +1,12 @@
 """Metrics, one module per task: functional ``<task>_metrics(pred, target, valid=None) -> dict[str, float]``
 and torchmetrics accumulators (sum-reduced across processes) for the training loop."""
 
-from .seg import IGNORE_INDEX, SegMetrics, confusion_matrix, scores_from_confusion, seg_metrics
+from .depth import EVAL_CROPS, DepthMetrics, depth_metrics
 
 # -- task metrics (one import line per task module) --
 from .flow import FlowMetrics, flow_metrics, flow_sums
+from .seg import IGNORE_INDEX, SegMetrics, confusion_matrix, scores_from_confusion, seg_metrics
 from .volume import BRATS_REGIONS, VolumeMetrics, volume_metrics
-from .depth import EVAL_CROPS, DepthMetrics, depth_metrics
 
 __all__ = [
     "BRATS_REGIONS",

@@ -66,9 +66,7 @@ def crop_mask(crop: str | None, height: int, width: int, device=None) -> torch.T
         mask[:] = True
         return mask
     if crop not in EVAL_CROPS:
-        raise ValueError(
-            f"unknown depth evaluation crop {crop!r}; expected None or one of {sorted(EVAL_CROPS)}"
-        )
+        raise ValueError(f"unknown depth evaluation crop {crop!r}; expected None or one of {sorted(EVAL_CROPS)}")
     top, bottom, left, right = EVAL_CROPS[crop]
     # floor of an exact fraction: 45/480 * 480 is exactly 45, where float arithmetic may land on 44.999...
     mask[
@@ -105,9 +103,7 @@ def per_image_depth_metrics(
     pixel, plus ``"count"`` (N,) pixel counts. Same protocol and options as ``depth_metrics``."""
     pred, target = _as_bhw(pred, "pred"), _as_bhw(target, "target")
     if pred.shape != target.shape:
-        raise ValueError(
-            f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must have the same shape"
-        )
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must have the same shape")
     if min_depth is None or min_depth <= 0:
         raise ValueError(f"min_depth must be > 0 (logs of the depths are taken), got {min_depth!r}")
     if max_depth is not None and max_depth <= min_depth:
@@ -132,9 +128,7 @@ def per_image_depth_metrics(
         return torch.where(keep, x, torch.zeros_like(x)).sum(dim=(1, 2)) / n
 
     if median_scaling and pred.shape[0]:
-        ratios = torch.stack(
-            [target[i][keep[i]].median() / pred[i][keep[i]].median() for i in range(pred.shape[0])]
-        )
+        ratios = torch.stack([target[i][keep[i]].median() / pred[i][keep[i]].median() for i in range(pred.shape[0])])
         pred = pred * ratios[:, None, None]
     pred = pred.clamp(min=min_depth, max=max_depth)
     # outside the counted pixels the values are masked out; keep them finite so that NaN * 0 does not leak
@@ -202,18 +196,14 @@ class DepthMetrics(Metric):
     ):
         super().__init__()
         if crop is not None and crop not in EVAL_CROPS:
-            raise ValueError(
-                f"unknown depth evaluation crop {crop!r}; expected None or one of {sorted(EVAL_CROPS)}"
-            )
+            raise ValueError(f"unknown depth evaluation crop {crop!r}; expected None or one of {sorted(EVAL_CROPS)}")
         self.options = {
             "min_depth": min_depth,
             "max_depth": max_depth,
             "crop": crop,
             "median_scaling": median_scaling,
         }
-        self.add_state(
-            "sums", default=torch.zeros(len(DEPTH_METRIC_NAMES), dtype=torch.float64), dist_reduce_fx="sum"
-        )
+        self.add_state("sums", default=torch.zeros(len(DEPTH_METRIC_NAMES), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("images", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> None:

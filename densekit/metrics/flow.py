@@ -29,8 +29,7 @@ _REGIONS = ("", "_noc", "_occ")
 def _check(pred: torch.Tensor, target: torch.Tensor, valid, noc) -> tuple[torch.Tensor, torch.Tensor | None]:
     if pred.shape != target.shape or pred.dim() != 4 or pred.shape[1] != 2:
         raise ValueError(
-            f"pred and target must both be (B, 2, H, W) flow, "
-            f"got {tuple(pred.shape)} and {tuple(target.shape)}"
+            f"pred and target must both be (B, 2, H, W) flow, got {tuple(pred.shape)} and {tuple(target.shape)}"
         )
     b, _, h, w = target.shape
     finite = torch.isfinite(target).all(dim=1) & (target.abs() < UNKNOWN_FLOW).all(dim=1)  # (B, H, W)
@@ -76,7 +75,7 @@ def scores_from_sums(sums: dict[str, torch.Tensor]) -> dict[str, float]:
         if f"count{suffix}" not in sums:
             continue
         n = float(sums[f"count{suffix}"])
-        div = (lambda x: float(x) / n) if n > 0 else (lambda x: float("nan"))
+        div = (lambda x, n=n: float(x) / n) if n > 0 else (lambda x: float("nan"))  # n bound per region
         out[f"epe{suffix}"] = div(sums[f"epe{suffix}"])
         for t in THRESHOLDS:
             out[f"{t}px{suffix}"] = div(sums[f"{t}px{suffix}"])

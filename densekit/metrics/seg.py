@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-
 import torch
 from torchmetrics import Metric
 
-IGNORE_INDEX = 255
+from ..schema import IGNORE_INDEX
 
 
 def confusion_matrix(

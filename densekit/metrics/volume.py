@@ -31,8 +31,8 @@ import torch
 from torchmetrics import Metric
 
 from .._monai import import_monai
+from ..schema import IGNORE_INDEX
 
-IGNORE_INDEX = 255
 BRATS_REGIONS = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}  # in train ids (module docstring)
 _CONVENTIONS = ("brats2023", "brats2021")
 
@@ -59,9 +59,11 @@ def _prepare(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | Non
     if pred.dim() == target.dim() + 1:
         pred = pred.argmax(dim=1)  # (B, K, D, H, W) scores -> (B, D, H, W) labels
     if target.dim() != 4 or pred.shape != target.shape:
-        raise ValueError(f"volume metrics expect pred (B, D, H, W) labels or (B, K, D, H, W) scores and "
-                         f"target "
-                         f"(B, D, H, W); got {tuple(pred.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"volume metrics expect pred (B, D, H, W) labels or (B, K, D, H, W) scores and "
+            f"target "
+            f"(B, D, H, W); got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
     keep = target != IGNORE_INDEX
     if valid is not None:
         if valid.shape != target.shape:
@@ -71,9 +73,7 @@ def _prepare(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | Non
     pred = torch.where(keep, pred.long(), 0)
     if target.numel() and (target.min() < 0 or target.max() >= num_classes):
         bad = torch.unique(target[(target < 0) | (target >= num_classes)]).tolist()
-        raise ValueError(
-            f"target holds labels {bad[:10]} outside [0, {num_classes}) (ignore index {IGNORE_INDEX})"
-        )
+        raise ValueError(f"target holds labels {bad[:10]} outside [0, {num_classes}) (ignore index {IGNORE_INDEX})")
     if pred.numel() and (pred.min() < 0 or pred.max() >= num_classes):
         raise ValueError(f"pred holds labels outside [0, {num_classes})")
     return pred, target

@@ -1,4 +1,8 @@
-"""Model assemblies: prediction = head(backbone(input)), with padding to the stride and resizing back."""
+"""Model assemblies: prediction = head(backbone(input)), with padding to the stride and resizing back.
+
+``assemble`` is task-free: it knows backbones and heads by their registry facts (dims, what a head builds),
+not by task names; the tasks (``densekit.tasks``) choose the output channels and activation.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import Backbone, create_backbone
-from .flow import create_flow_model
-from .heads import create_head
+from .backbones import BACKBONES, Backbone, create_backbone
+from .heads import HEADS
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -51,9 +54,10 @@ class VolumeModel(nn.Module):
     backbone's largest reduction and the logits cropped back.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, out_channels: int):
+    def __init__(self, backbone: nn.Module, head: nn.Module, out_channels: int, output: nn.Module | None = None):
         super().__init__()
         self.backbone, self.head, self.out_channels = backbone, head, int(out_channels)
+        self.output = output if output is not None else nn.Identity()  # per voxel, after the crop
         self.multiple = max(int(r) for r in backbone.reductions)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -66,7 +70,7 @@ class VolumeModel(nn.Module):
         out = self.head(self.backbone(x))  # (B, K, Dp/r, Hp/r, Wp/r)
         if out.shape[-3:] != x.shape[-3:]:
             out = F.interpolate(out, size=x.shape[-3:], mode="trilinear", align_corners=False)
-        return out[..., :d, :h, :w]
+        return self.output(out[..., :d, :h, :w])
 
 
 class DepthActivation(nn.Module):
@@ -96,77 +100,67 @@ class DepthActivation(nn.Module):
         return f"{self.kind}, min_depth={self.min_depth}, max_depth={self.max_depth}"
 
 
-def _build(spec, builder, **extra):
-    if isinstance(spec, nn.Module):
-        return spec
+def _spec(spec, what: str) -> tuple[str, dict]:
+    """(name, params) of a component spec: a name or ``{"name": ..., **params}``."""
     if isinstance(spec, str):
-        return builder(spec, **extra)
+        return spec, {}
     if isinstance(spec, dict):
-        spec = dict(spec)
-        name = spec.pop("name", None)
-        if name is None:
-            raise ValueError(f"a component spec needs a 'name' key, got {sorted(spec)}")
-        return builder(name, **extra, **spec)
-    raise TypeError(f"expected a name, a dict with 'name', or an nn.Module; got {type(spec).__name__}")
+        params = dict(spec)
+        name = params.pop("name", None)
+        if not isinstance(name, str):
+            raise ValueError(f"a {what} spec needs a 'name' key, got {sorted(spec)}")
+        return name, params
+    raise TypeError(f"{what}: expected a name, a dict with 'name', or an nn.Module; got {type(spec).__name__}")
 
 
-TASKS = ("seg", "depth", "flow", "volume")
-# keyword arguments each task's model takes besides backbone/head
-_TASK_KWARGS = {
-    "seg": {"num_classes"},
-    "depth": {"activation", "max_depth", "min_depth", "num_classes"},
-    "volume": {"num_classes"},
-    "flow": {"num_classes"},
-}
+def _dims_word(dims) -> str:
+    return " or ".join(f"{d}D" for d in dims)
 
 
-def create_model(task: str, *, backbone, head, num_classes: int | None = None, **kwargs) -> nn.Module:
-    """The model for ``task`` from a backbone and a head, each a name, a dict ``{"name": ..., **params}``
-    or a ready module.
+def assemble(backbone, head, out_channels: int, output: nn.Module | None = None) -> nn.Module:
+    """The network ``head(backbone(x))`` from a backbone and a head, each a registered name, a dict
+    ``{"name": ..., **params}`` or a ready module.
 
-    seg:   ``model(image) -> logits (B, num_classes, H, W)``
-    depth: ``model(image) -> metres (B, 1, H, W)``; kwargs ``activation`` ("sigmoid" | "softplus"),
-           ``max_depth`` (default 10), ``min_depth`` (default 1e-3); see ``DepthActivation``.
-    volume: ``model(x (B, C, D, H, W)) -> logits (B, num_classes, D, H, W)`` from a 3D backbone
-           (revmb3d, lightm3d) and a 3D head (revunet3d, lightm).
-    flow:  ``model(image1, image2) -> (B, 2, H, W)`` pixels in eval mode, the coarse-to-fine list in
-           training (``densekit.models.flow.CompactFlowNet``); head "flow" (a name or ``{"name": "flow", ...}``).
+    2D backbone: ``DenseModel``, ``model(image (B, C, H, W)) -> (B, out_channels, H, W)``; 3D backbone:
+    ``VolumeModel``, ``model(x (B, C, D, H, W)) -> (B, out_channels, D, H, W)``. ``output`` (e.g.
+    ``DepthActivation``) is applied at full resolution. The head's registered ``dims`` must include the
+    backbone's dims (a ValueError naming both otherwise); a head registered for both 2D and 3D is given
+    ``dims``. A head registered with ``builds="model"`` (``flow``) is built from the backbone module and
+    returns the whole network: ``out_channels`` and ``output`` do not apply to it.
     """
-    if task not in TASKS:
-        raise ValueError(f"unknown or not yet available task {task!r}; available: {list(TASKS)}")
-    unknown = set(kwargs) - _TASK_KWARGS[task]
-    if unknown:
-        raise TypeError(f"unexpected arguments for task {task!r}: {sorted(unknown)}; expected {sorted(_TASK_KWARGS[task])}")
-    output = None
-    if task == "flow":
-        spec = {"name": head} if isinstance(head, str) else head
-        if not isinstance(spec, dict) or spec.get("name") != "flow":
-            raise ValueError(f"task 'flow' needs head 'flow' (the coarse-to-fine flow estimator), got {head!r}")
-        bb = _build(backbone, create_backbone)
-        if int(getattr(bb, "dims", 2)) != 2:
-            raise ValueError(f"task 'flow' needs a 2D backbone; {type(bb).__name__} is 3D")
-        return create_flow_model(bb, **spec)
-    if task in ("seg", "volume"):
-        if not num_classes or num_classes < 2:
-            raise ValueError(f"{task} needs num_classes >= 2, got {num_classes}")
-        out_channels = int(num_classes)
-    else:  # depth: one channel in metres (num_classes is accepted and ignored: configs carry it for every task)
-        out_channels = 1
-        output = DepthActivation(
-            kwargs.get("activation", "sigmoid"), kwargs.get("max_depth", 10.0), kwargs.get("min_depth", 1e-3)
-        )
-    bb = _build(backbone, create_backbone)
-    dims = int(getattr(bb, "dims", 2))
-    if (task == "volume") != (dims == 3):
-        need = "a 3D backbone (revmb3d, lightm3d)" if task == "volume" else "a 2D backbone"
-        raise ValueError(f"task {task!r} needs {need}; {type(bb).__name__} is {dims}D")
-
-    def make_head(name, **kw):
-        if dims == 3 and name == "lightm":
-            kw.setdefault("dims", 3)  # the LightM-UNet decoder serves both; volumes need its 3D layers
-        return create_head(name, bb.channels, bb.reductions, out_channels, **kw)
-
-    hd = _build(head, make_head)
-    if task == "volume":
-        return VolumeModel(bb, hd, out_channels)
+    if isinstance(backbone, nn.Module):
+        bb, bb_name, bb_params = backbone, type(backbone).__name__, None
+        dims = int(getattr(bb, "dims", 2))
+    else:  # checked against the head before the (possibly slow) build
+        bb, (bb_name, bb_params) = None, _spec(backbone, "backbone")
+        dims = int(bb_params.get("dims", BACKBONES.fact(bb_name, "dims", 2)))
+    if isinstance(head, nn.Module):
+        head_name, head_params, head_dims = None, None, (dims,)
+    else:
+        head_name, head_params = _spec(head, "head")
+        head_dims = tuple(HEADS.fact(head_name, "dims", (2,)))
+    if dims not in head_dims:
+        raise ValueError(f"head {head_name!r} needs a {_dims_word(head_dims)} backbone; {bb_name!r} is {dims}D")
+    if bb is None:
+        bb = create_backbone(bb_name, **bb_params)
+        dims = int(getattr(bb, "dims", dims))
+    if head_name is None:
+        hd = head
+    elif HEADS.fact(head_name, "builds", "head") == "model":
+        if output is not None:
+            raise ValueError(f"head {head_name!r} builds the whole model; it takes no output module")
+        return HEADS[head_name](bb, **head_params)
+    else:
+        if len(head_dims) > 1:
+            head_params.setdefault("dims", dims)  # a head serving 2D and 3D builds the layers of this backbone
+        hd = HEADS[head_name](list(bb.channels), list(bb.reductions), _check_out(out_channels), **head_params)
+    out_channels = _check_out(out_channels)
+    if dims == 3:
+        return VolumeModel(bb, hd, out_channels, output)
     return DenseModel(bb, hd, out_channels, output)
+
+
+def _check_out(out_channels) -> int:
+    if isinstance(out_channels, bool) or int(out_channels) != out_channels or out_channels < 1:
+        raise ValueError(f"out_channels must be a positive integer, got {out_channels!r}")
+    return int(out_channels)

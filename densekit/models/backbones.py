@@ -3,6 +3,9 @@
 A backbone is an ``nn.Module`` with ``channels: list[int]``, ``reductions: list[int]`` and
 ``forward(x) -> list[Tensor]`` (one map per reduction). It takes images in [0, 1] and owns the
 normalisation its pretrained weights expect (``mean``/``std`` buffers).
+
+``BACKBONES`` is the backbone registry: each backbone module registers its classes where they are defined
+(``@BACKBONES.register(name, dims=..., preset=...)``); ``create_backbone`` builds one by name.
 """
 
 from __future__ import annotations
@@ -18,7 +21,14 @@ import timm
 import torch
 from torch import nn
 
+from ..registry import Registry
+
 log = logging.getLogger(__name__)
+
+# name -> backbone class, with facts: ``dims`` (2 or 3), ``preset`` (constructor arguments the name stands
+# for), optionally ``tasks`` (the tasks it serves; absent = every task of its dims). Each backbone module
+# registers its classes where they are defined; ``densekit.models`` imports every module of the package.
+BACKBONES = Registry("backbone")
 
 # Presets: name -> timm architecture and default pretrained tag. Other tags (e.g. MobileCLIP2's
 # ``apple_mclip2_dfndr2b``) are a YAML override of ``tag``, not a new class.
@@ -77,7 +87,8 @@ class TimmBackbone(Backbone):
     ):
         name = f"{arch}.{tag}" if tag else arch
         model, weight_file = with_pretrained(
-            pretrained, f"timm tag {name}",
+            pretrained,
+            f"timm tag {name}",
             lambda hub: timm.create_model(name, pretrained=hub, drop_path_rate=drop_path_rate),
         )
         cfg = model.pretrained_cfg
@@ -95,6 +106,10 @@ class TimmBackbone(Backbone):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.normalize(x)
         return self.model.forward_intermediates(x, indices=self.out_indices, intermediates_only=True)
+
+
+for _name, _preset in TIMM_PRESETS.items():
+    BACKBONES.add(_name, TimmBackbone, dims=2, preset=_preset)
 
 
 def _reachable(host: str, timeout: float = 3.0) -> bool:
@@ -235,10 +250,6 @@ def few(items: list[str], n: int = 12) -> str:
     return shown + (f", ... (+{len(items) - n} more)" if len(items) > n else "")
 
 
-BACKBONES: dict[str, type] = {name: TimmBackbone for name in TIMM_PRESETS}
-PRESETS: dict[str, dict] = dict(TIMM_PRESETS)
-
-
 _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
 
 
@@ -266,7 +277,6 @@ def create_backbone(name: str, *, pretrained: bool | str = False, freeze: bool |
     ``pretrained``: False, True (hub weights), "auto" (hub if reachable, else warn once and go on from
     random init), or a local weight file (loaded strictly). ``freeze``: False, True or "bn_only".
     """
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; available: {sorted(BACKBONES)}")
-    params = {**PRESETS.get(name, {}), **kwargs}
-    return apply_freeze(BACKBONES[name](pretrained=pretrained, **params), freeze)
+    cls = BACKBONES.get_or_fail(name)
+    params = {**BACKBONES.fact(name, "preset", {}), **kwargs}
+    return apply_freeze(cls(pretrained=pretrained, **params), freeze)

@@ -15,6 +15,8 @@ from segmentation_models_pytorch.decoders.fpn.decoder import FPNDecoder
 from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 from torch import nn
 
+from .heads import DENSE_2D_TASKS, HEADS
+
 
 class PyramidAdapter(nn.Module):
     """Map backbone levels to a strict x2 pyramid starting at the first level's reduction.
@@ -44,9 +46,11 @@ class PyramidAdapter(nn.Module):
 
 
 def _conv_bn_relu(cin: int, cout: int, k: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    conv = nn.Conv2d(cin, cout, k, padding=k // 2, bias=False)
+    return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
+@HEADS.register("unet", dims=(2,), tasks=DENSE_2D_TASKS, width_keys=("decoder_channels",))
 class UNetHead(nn.Module):
     """smp's ``UnetDecoder`` over the pyramid, one more x2 block without skip, then a 3x3 classifier.
 
@@ -54,8 +58,15 @@ class UNetHead(nn.Module):
     ends one block above its shallowest skip.
     """
 
-    def __init__(self, in_channels, reductions, out_channels, decoder_channels=(256, 128, 64, 32),
-                 attention_type=None, interpolation_mode="nearest"):
+    def __init__(
+        self,
+        in_channels,
+        reductions,
+        out_channels,
+        decoder_channels=(256, 128, 64, 32),
+        attention_type=None,
+        interpolation_mode="nearest",
+    ):
         super().__init__()
         self.adapt = PyramidAdapter(reductions)
         n = len(in_channels)
@@ -64,8 +75,11 @@ class UNetHead(nn.Module):
         # smp drops its first (input-resolution) map; a 0-channel placeholder at half the first
         # level's reduction stands in for it and only lends its spatial size to the last block.
         self.decoder = UnetDecoder(
-            encoder_channels=[0] + list(in_channels), decoder_channels=list(decoder_channels), n_blocks=n,
-            attention_type=attention_type, interpolation_mode=interpolation_mode,
+            encoder_channels=[0] + list(in_channels),
+            decoder_channels=list(decoder_channels),
+            n_blocks=n,
+            attention_type=attention_type,
+            interpolation_mode=interpolation_mode,
         )
         self.classifier = nn.Conv2d(decoder_channels[-1], out_channels, 3, padding=1)
         self.output_reduction = self.adapt.reductions[0] // 2
@@ -78,21 +92,35 @@ class UNetHead(nn.Module):
         return self.classifier(self.decoder([placeholder] + feats))
 
 
+@HEADS.register("fpn", dims=(2,), tasks=DENSE_2D_TASKS, width_keys=("pyramid_channels", "segmentation_channels"))
 class FPNHead(nn.Module):
     """smp's ``FPNDecoder`` (Kirillov et al. 2019 Semantic FPN) on the last four pyramid levels, 1x1 classifier.
 
     Output at the reduction of the finest of those four levels (stride 4 for stride-4 backbones).
     """
 
-    def __init__(self, in_channels, reductions, out_channels, pyramid_channels=256, segmentation_channels=128,
-                 dropout=0.2, merge_policy="add", interpolation_mode="nearest"):
+    def __init__(
+        self,
+        in_channels,
+        reductions,
+        out_channels,
+        pyramid_channels=256,
+        segmentation_channels=128,
+        dropout=0.2,
+        merge_policy="add",
+        interpolation_mode="nearest",
+    ):
         super().__init__()
         self.adapt = PyramidAdapter(reductions)
         if len(in_channels) < 4:
             raise ValueError(f"fpn needs 4 feature levels, got {len(in_channels)}")
         self.decoder = FPNDecoder(
-            encoder_channels=list(in_channels), encoder_depth=len(in_channels), pyramid_channels=pyramid_channels,
-            segmentation_channels=segmentation_channels, dropout=dropout, merge_policy=merge_policy,
+            encoder_channels=list(in_channels),
+            encoder_depth=len(in_channels),
+            pyramid_channels=pyramid_channels,
+            segmentation_channels=segmentation_channels,
+            dropout=dropout,
+            merge_policy=merge_policy,
             interpolation_mode=interpolation_mode,
         )
         ch = segmentation_channels * (4 if merge_policy == "cat" else 1)
@@ -104,6 +132,7 @@ class FPNHead(nn.Module):
         return self.classifier(self.decoder(self.adapt(features)))
 
 
+@HEADS.register("deeplabv3plus", dims=(2,), tasks=DENSE_2D_TASKS, width_keys=("decoder_channels",))
 class DeepLabV3PlusHead(nn.Module):
     """DeepLabV3+ (Chen et al., ECCV 2018) with smp's ASPP and fusion blocks, run on the deepest level.
 
@@ -114,20 +143,35 @@ class DeepLabV3PlusHead(nn.Module):
     rates cover the same image extent.
     """
 
-    def __init__(self, in_channels, reductions, out_channels, decoder_channels=256, atrous_rates=None,
-                 aspp_separable=True, aspp_dropout=0.5, low_reduction=4):
+    def __init__(
+        self,
+        in_channels,
+        reductions,
+        out_channels,
+        decoder_channels=256,
+        atrous_rates=None,
+        aspp_separable=True,
+        aspp_dropout=0.5,
+        low_reduction=4,
+    ):
         super().__init__()
         if low_reduction not in reductions:
-            raise ValueError(f"deeplabv3plus needs a level at reduction {low_reduction}; the backbone has {list(reductions)}")
+            raise ValueError(
+                f"deeplabv3plus needs a level at reduction {low_reduction}; the backbone has {list(reductions)}"
+            )
         self.low_index = list(reductions).index(low_reduction)
         deepest = reductions[-1]
         if atrous_rates is None:
             atrous_rates = (12, 24, 36) if deepest <= 16 else (6, 12, 18)
         # smp reads encoder_channels[2] (high-res input) and [-1] (ASPP input)
         self.decoder = DeepLabV3PlusDecoder(
-            encoder_channels=[0, 0, in_channels[self.low_index], in_channels[-1]], encoder_depth=5,
-            out_channels=decoder_channels, atrous_rates=tuple(atrous_rates), output_stride=16,
-            aspp_separable=aspp_separable, aspp_dropout=aspp_dropout,
+            encoder_channels=[0, 0, in_channels[self.low_index], in_channels[-1]],
+            encoder_depth=5,
+            out_channels=decoder_channels,
+            atrous_rates=tuple(atrous_rates),
+            output_stride=16,
+            aspp_separable=aspp_separable,
+            aspp_dropout=aspp_dropout,
         )
         del self.decoder.up  # replaced by a resize to the high-res level, whatever the ratio
         self.classifier = nn.Conv2d(decoder_channels, out_channels, 1)
@@ -141,6 +185,7 @@ class DeepLabV3PlusHead(nn.Module):
         return self.classifier(x)
 
 
+@HEADS.register("ffnet", dims=(2,), tasks=DENSE_2D_TASKS, width_keys=("up_channels", "seg_channels"))
 class FFNetHead(nn.Module):
     """FFNet's up-head (Mehta et al., CVPR-W 2022; Qualcomm FFNet ``ffnet_blocks.py``), see reference §7.2.
 
@@ -151,8 +196,17 @@ class FFNetHead(nn.Module):
     Variants A/B/C are YAML (conf/head/ffnet_{a,b,c}.yaml).
     """
 
-    def __init__(self, in_channels, reductions, out_channels, base_channels=(64, 128, 128, 256),
-                 up_channels=(96, 96, 64, 32), seg_channels=256, seg_kernel=3, upsample_mode="bilinear"):
+    def __init__(
+        self,
+        in_channels,
+        reductions,
+        out_channels,
+        base_channels=(64, 128, 128, 256),
+        up_channels=(96, 96, 64, 32),
+        seg_channels=256,
+        seg_kernel=3,
+        upsample_mode="bilinear",
+    ):
         super().__init__()
         self.adapt = PyramidAdapter(reductions)
         n = len(in_channels)

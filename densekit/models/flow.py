@@ -1,4 +1,4 @@
-"""Optical flow: a CompactFlowNet-style coarse-to-fine network and its light siamese feature pyramid.
+"""Optical flow: a CompactFlowNet-style coarse-to-fine network on any densekit 2D backbone.
 
 CompactFlowNet (Znobishchev et al., arXiv 2412.13273) keeps PWC-Net's design (Sun et al., CVPR 2018:
 pyramid, warping, cost volume) and replaces two parts: the DenseNet-style flow estimator, which dominates
@@ -10,6 +10,10 @@ Conventions (everywhere in this module):
 - images (B, 3, H, W) in [0, 1]; the backbone normalises them;
 - flow (B, 2, H, W) in pixels, channel 0 = u (to the right), channel 1 = v (down); frame 1's pixel p
   moves to p + flow(p) in frame 2, so frame 2 sampled at p + flow(p) matches frame 1 at p.
+
+The pieces live in files named after them: ``flow_pyramid.py`` (the default feature pyramid backbone) and
+``flow_ops.py`` (warping, correlation, convex upsampling); this module holds the estimators and the network,
+registered as head ``flow`` (``builds="model"``: its builder takes the built backbone).
 """
 
 from __future__ import annotations
@@ -18,187 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import Backbone, create_backbone, load_trunk_weights
-
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-# --------------------------------------------------------------------------------------------------------
-# Feature pyramid
-# --------------------------------------------------------------------------------------------------------
-
-
-def _conv_bn_act(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True):
-    conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
-    layers = [conv, nn.BatchNorm2d(cout)]
-    if act:
-        layers.append(nn.Hardswish())
-    return nn.Sequential(*layers)
-
-
-class SqueezeExcite(nn.Module):
-    """MobileNetV3's squeeze-and-excite: channel gates from global pooling, hard-sigmoid activated."""
-
-    def __init__(self, channels: int, reduction: int = 4):
-        super().__init__()
-        hidden = max(8, channels // reduction)
-        self.reduce = nn.Conv2d(channels, hidden, 1)
-        self.expand = nn.Conv2d(hidden, channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate = x.mean((2, 3), keepdim=True)  # (B, C, 1, 1)
-        return x * F.hardsigmoid(self.expand(F.relu(self.reduce(gate))))
-
-
-class InvertedResidual(nn.Module):
-    """MobileNetV3 "bneck": 1x1 expand -> depthwise kxk (carries the stride) -> SE -> linear 1x1 project.
-    ``expand=1`` is the depthwise-separable block. Residual when the shape is kept."""
-
-    def __init__(
-        self, cin: int, cout: int, stride: int = 1, expand: int = 4, kernel: int = 3, se: bool = False
-    ):
-        super().__init__()
-        hidden = cin * expand
-        layers = [_conv_bn_act(cin, hidden, 1)] if expand != 1 else []
-        layers.append(_conv_bn_act(hidden, hidden, kernel, stride, groups=hidden))
-        if se:
-            layers.append(SqueezeExcite(hidden))
-        layers.append(_conv_bn_act(hidden, cout, 1, act=False))
-        self.block = nn.Sequential(*layers)
-        self.residual = stride == 1 and cin == cout
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.block(x)
-        return x + y if self.residual else y
-
-
-def _per_level(value, n: int, what: str) -> list:
-    values = list(value) if isinstance(value, (list, tuple)) else [value] * n
-    if len(values) != n:
-        raise ValueError(f"flow_pyramid: {what} needs one value per level ({n} levels), got {values}")
-    return values
-
-
-class FlowPyramid(Backbone):
-    """A light MobileNetV3-style siamese feature pyramid for flow, one level per stride 2, 4, ..., 2**L.
-
-    Level 0 is a stride-2 3x3 stem plus depthwise-separable blocks; every further level starts with a
-    strided inverted residual block (hardswish, optional squeeze-excite) and adds ``blocks[i] - 1``
-    unstrided ones. Defaults: widths (16, 32, 64, 96, 128, 196) at reductions (2, 4, 8, 16, 32, 64),
-    expansion (1, 2, 2, 4, 4, 4) and SE on the three coarsest levels (MobileNetV3 likewise keeps its
-    high-resolution blocks narrow and puts SE in its late stages; expansion 4 at strides 4/8 measured 3x
-    slower on CPU for the whole pyramid). Both frames go through the same weights (the flow model batches
-    them together).
-
-    There are no published weights: ``pretrained`` false/"auto" gives random init, a path is loaded strictly,
-    true is an error.
-    """
-
-    def __init__(
-        self,
-        widths: tuple[int, ...] | list[int] = (16, 32, 64, 96, 128, 196),
-        blocks: int | tuple[int, ...] | list[int] = (1, 1, 2, 2, 2, 2),
-        expand: int | tuple[int, ...] | list[int] = (1, 2, 2, 4, 4, 4),
-        se: bool | tuple[bool, ...] | list[bool] = (False, False, False, True, True, True),
-        pretrained: bool | str = False,
-    ):
-        super().__init__(mean=IMAGENET_MEAN, std=IMAGENET_STD)
-        widths = [int(w) for w in widths]
-        n = len(widths)
-        if n < 1 or min(widths) < 1:
-            raise ValueError(f"flow_pyramid: widths must be positive channel counts, got {widths}")
-        blocks = [int(b) for b in _per_level(blocks, n, "blocks")]
-        expand = [int(e) for e in _per_level(expand, n, "expand")]
-        se = [bool(s) for s in _per_level(se, n, "se")]
-        if min(blocks) < 1:
-            raise ValueError(f"flow_pyramid: every level needs at least one block, got blocks={blocks}")
-        levels = []
-        for i, (width, depth, exp, use_se) in enumerate(zip(widths, blocks, expand, se)):
-            if i == 0:  # stride 2: a full 3x3 conv on RGB, then (depthwise-separable for expand 1) blocks
-                layers = [_conv_bn_act(3, width, 3, stride=2)]
-                layers += [InvertedResidual(width, width, 1, expand=exp, se=use_se) for _ in range(depth)]
-            else:
-                layers = [InvertedResidual(widths[i - 1], width, 2, expand=exp, se=use_se)]
-                layers += [InvertedResidual(width, width, 1, expand=exp, se=use_se) for _ in range(depth - 1)]
-            levels.append(nn.Sequential(*layers))
-        self.levels = nn.ModuleList(levels)
-        self.channels = widths
-        self.reductions = [2 ** (i + 1) for i in range(n)]
-        word = str(pretrained).strip().lower()
-        if word == "true":
-            raise ValueError(
-                "flow_pyramid has no published pretrained weights; use pretrained=false, or a local weight "
-                "file path"
-            )
-        if word not in ("false", "none", "", "auto"):
-            load_trunk_weights(self, pretrained, what="flow_pyramid")
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.normalize(x)
-        out = []
-        for level in self.levels:
-            x = level(x)  # (B, widths[i], H / 2**(i+1), W / 2**(i+1))
-            out.append(x)
-        return out
-
-
-# --------------------------------------------------------------------------------------------------------
-# Flow building blocks: warping, local correlation
-# --------------------------------------------------------------------------------------------------------
-
-
-def warp(x: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Backward-warp ``x`` (B, C, H, W) by ``flow`` (B, 2, H, W), in pixels of x's own grid (u right, v down).
-
-    ``out(p) = x(p + flow(p))``, bilinear. Returns ``(out, mask)`` with mask (B, 1, H, W) = 1 where all four
-    bilinear taps lie inside the map, else 0, and ``out`` zeroed where the mask is 0: a sample that falls
-    partly or wholly outside the frame carries no (or half-faded, zero-padded) features, which would give a
-    false low-but-nonzero match in the cost volume; PWC-Net masks the same way.
-    """
-    b, _, h, w = x.shape
-    ys = torch.arange(h, device=x.device, dtype=torch.float32).view(1, h, 1)
-    xs = torch.arange(w, device=x.device, dtype=torch.float32).view(1, 1, w)
-    gx = xs + flow[:, 0].float()  # (B, H, W) sample positions in pixels
-    gy = ys + flow[:, 1].float()
-    # align_corners=True: -1 and +1 are the centres of the first/last pixel, so index i -> 2i/(n-1) - 1
-    grid = torch.stack((2 * gx / max(w - 1, 1) - 1, 2 * gy / max(h - 1, 1) - 1), dim=-1)  # (B, H, W, 2)
-    out = F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="zeros", align_corners=True)
-    inside = (gx >= 0) & (gx <= w - 1) & (gy >= 0) & (gy <= h - 1)
-    mask = inside.unsqueeze(1).to(x.dtype)  # (B, 1, H, W)
-    return out * mask, mask
-
-
-def local_correlation(f1: torch.Tensor, f2: torch.Tensor, radius: int) -> torch.Tensor:
-    """Cost volume over the (2r+1)**2 displacements d = (dx, dy), |dx|, |dy| <= r (PWC-Net Eq. 3).
-
-    f1, f2 (B, C, H, W) -> (B, (2r+1)**2, H, W) with channel ``(dy + r) * (2r + 1) + (dx + r)`` holding
-    ``mean_c f1[c, y, x] * f2[c, y + dy, x + dx]`` (zero where y + dy or x + dx is outside the map). Plain
-    shift-and-multiply: on CPU it measured 6x faster than an unfold/einsum formulation (no (2r+1)**2 x C
-    intermediate), and it exports anywhere slicing does.
-    """
-    if f1.shape != f2.shape or f1.dim() != 4:
-        raise ValueError(
-            f"local_correlation expects two (B, C, H, W) maps of one shape, got {tuple(f1.shape)} "
-            f"and {tuple(f2.shape)}"
-        )
-    _, c, h, w = f1.shape
-    k = 2 * radius + 1
-    f2p = F.pad(f2, (radius, radius, radius, radius))  # (B, C, H + 2r, W + 2r), zeros outside
-    costs = [(f1 * f2p[:, :, dy : dy + h, dx : dx + w]).sum(1) for dy in range(k) for dx in range(k)]
-    return torch.stack(costs, dim=1) / c  # (B, (2r+1)**2, H, W)
-
-
-def convex_upsample(flow: torch.Tensor, mask: torch.Tensor, factor: int) -> torch.Tensor:
-    """RAFT's convex upsampling (Teed & Deng, ECCV 2020, Sec. 3.3): each fine pixel is a softmax-weighted
-    combination of its coarse 3x3 neighbourhood. flow (B, 2, h, w) (values are kept: the caller's units),
-    mask (B, 9 * factor**2, h, w) logits -> (B, 2, h * factor, w * factor)."""
-    b, _, h, w = flow.shape
-    weights = mask.view(b, 1, 9, factor, factor, h, w).softmax(dim=2)
-    # replicate padding: a border pixel's missing neighbours repeat it instead of pulling the flow to 0
-    neighbours = F.unfold(F.pad(flow, (1, 1, 1, 1), mode="replicate"), 3)  # (B, 2 * 9, h * w)
-    neighbours = neighbours.view(b, 2, 9, 1, 1, h, w)
-    up = (weights * neighbours).sum(2)  # (B, 2, factor, factor, h, w)
-    return up.permute(0, 1, 4, 2, 5, 3).reshape(b, 2, h * factor, w * factor)  # (B, 2, h*f, w*f)
+from .assembly import pad_to_multiple
+from .backbones import Backbone, create_backbone
+from .flow_ops import convex_upsample, cost_volume, warp
+from .heads import HEADS
 
 
 def _small_init(conv: nn.Conv2d) -> None:
@@ -235,8 +62,9 @@ class ContextNetwork(nn.Module):
     def __init__(self, in_channels: int, channels: tuple[int, ...], dilations: tuple[int, ...]):
         super().__init__()
         if len(channels) != len(dilations):
-            raise ValueError(f"context_channels {list(channels)} and context_dilations {list(dilations)} "
-                             f"need the same length")
+            raise ValueError(
+                f"context_channels {list(channels)} and context_dilations {list(dilations)} need the same length"
+            )
         layers, c = [], int(in_channels)
         for out, dil in zip(channels, dilations):
             conv = nn.Conv2d(c, int(out), 3, padding=int(dil), dilation=int(dil))
@@ -255,6 +83,13 @@ class ContextNetwork(nn.Module):
 # --------------------------------------------------------------------------------------------------------
 
 
+@HEADS.register(
+    "flow",
+    dims=(2,),
+    tasks=("flow",),
+    builds="model",
+    width_keys=("estimator_channels", "fine_estimator_channels", "context_channels"),
+)
 class CompactFlowNet(nn.Module):
     """CompactFlowNet-style coarse-to-fine optical flow on any densekit 2D backbone.
 
@@ -317,9 +152,7 @@ class CompactFlowNet(nn.Module):
         levels = sorted({int(r) for r in levels}, reverse=True)  # coarse -> fine
         missing = [r for r in levels if r not in reductions]
         if missing or not levels:
-            raise ValueError(
-                f"flow levels {levels} must be backbone reductions; the backbone provides {reductions}"
-            )
+            raise ValueError(f"flow levels {levels} must be backbone reductions; the backbone provides {reductions}")
         if levels[-1] != int(output_stride):
             raise ValueError(
                 f"the finest flow level must be output_stride={output_stride}, got levels {levels} "
@@ -328,9 +161,7 @@ class CompactFlowNet(nn.Module):
         for coarse, fine in zip(levels, levels[1:]):
             ratio = coarse // fine
             if coarse % fine or ratio & (ratio - 1):
-                raise ValueError(
-                    f"consecutive flow levels must differ by a power of two, got {coarse} -> {fine}"
-                )
+                raise ValueError(f"consecutive flow levels must differ by a power of two, got {coarse} -> {fine}")
         if upsample not in ("bilinear", "convex"):
             raise ValueError(f"upsample must be 'bilinear' or 'convex', got {upsample!r}")
         if search_radius < 1 or flow_scale <= 0:
@@ -369,7 +200,8 @@ class CompactFlowNet(nn.Module):
                 self.upfeat.append(up)
         self.context = (
             ContextNetwork(est_ch[-1][-1] + 2, tuple(context_channels), tuple(context_dilations))
-            if len(context_channels) else None
+            if len(context_channels)
+            else None
         )
         if upsample == "convex":
             s = self.output_stride
@@ -403,21 +235,21 @@ class CompactFlowNet(nn.Module):
                 f"CompactFlowNet expects two image batches (B, 3, H, W) of one shape in [0, 1], got "
                 f"{tuple(image1.shape)} and {tuple(image2.shape)}"
             )
-        x1, (h, w) = _pad(image1, self.multiple)
-        x2, _ = _pad(image2, self.multiple)
+        x1, (h, w) = pad_to_multiple(image1, self.multiple)
+        x2, _ = pad_to_multiple(image2, self.multiple)
         hp, wp = x1.shape[-2:]
         flow = feat = None
         per_level = []
         for i, (stride, (f1, f2)) in enumerate(zip(self.levels, self._features(x1, x2))):
             if flow is None:
-                inputs = [_cost(f1, f2, self.search_radius), f1]
+                inputs = [cost_volume(f1, f2, self.search_radius), f1]
             else:
                 # flow is in full-resolution units, so resizing keeps its values
                 size = f1.shape[-2:]
                 flow = F.interpolate(flow, size=size, mode="bilinear", align_corners=False)  # (B, 2, h, w)
                 up_feat = self.upfeat[i - 1](feat)  # (B, upfeat_channels, h, w)
                 warped, _ = warp(f2, flow * (self.flow_scale / stride))  # flow in this level's pixels
-                inputs = [_cost(f1, warped, self.search_radius), f1, flow, up_feat]
+                inputs = [cost_volume(f1, warped, self.search_radius), f1, flow, up_feat]
             feat, delta = self.estimators[i](torch.cat(inputs, dim=1))  # (B, est_ch[-1], h, w), (B, 2, h, w)
             flow = delta if flow is None else flow + delta
             if i == len(self.levels) - 1:
@@ -440,20 +272,6 @@ class CompactFlowNet(nn.Module):
         return up * self.flow_scale
 
 
-def _cost(f1: torch.Tensor, f2: torch.Tensor, radius: int) -> torch.Tensor:
-    return F.leaky_relu(local_correlation(f1, f2, radius), 0.1)  # (B, (2r+1)**2, h, w)
-
-
-def _pad(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Replicate-pad (B, C, H, W) at the bottom/right to a multiple; returns the original (H, W).
-    (assembly.pad_to_multiple does the same; not imported so that assembly.py can import this module.)"""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-    return x, (h, w)
-
-
 def create_flow_model(backbone: Backbone | str | dict, **head_kw) -> CompactFlowNet:
     """CompactFlowNet on ``backbone``: a :class:`Backbone`, a registered name or ``{"name": ..., **kw}``.
     ``head_kw`` are :class:`CompactFlowNet`'s hyper-parameters (conf/head/flow.yaml; a ``name`` key, if
@@ -467,7 +285,5 @@ def create_flow_model(backbone: Backbone | str | dict, **head_kw) -> CompactFlow
         spec = dict(backbone)
         backbone = create_backbone(spec.pop("name"), **spec)
     if not isinstance(backbone, Backbone):
-        raise TypeError(
-            f"backbone must be a densekit Backbone, a name or a dict, got {type(backbone).__name__}"
-        )
+        raise TypeError(f"backbone must be a densekit Backbone, a name or a dict, got {type(backbone).__name__}")
     return CompactFlowNet(backbone, **head_kw)

@@ -1,10 +1,23 @@
-"""2D heads: ``Head(in_channels, reductions, out_channels, **hparams)``; each states ``output_reduction``."""
+"""The head registry and the Lite R-ASPP head.
+
+A head is ``Head(in_channels, reductions, out_channels, **hparams)`` on a backbone's feature list and states
+its ``output_reduction``. Every head registers itself where it is defined, with facts:
+``dims`` (tuple of the backbone dims it works on: ``(2,)``, ``(3,)`` or ``(2, 3)``; a head serving both
+takes a ``dims`` argument), ``tasks`` (the tasks it serves), ``width_keys`` (its channel-width
+hyper-parameters, which sweeps scale) and ``builds``: "head" (default) or "model" for a head whose
+builder takes the built backbone and returns the whole network (the flow estimator).
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..registry import Registry
+
+HEADS = Registry("head")
+DENSE_2D_TASKS = ("seg", "depth")  # tasks a plain 2D per-pixel head serves
 
 
 def _pick_level(reductions: list[int], want: int, what: str) -> int:
@@ -26,6 +39,7 @@ class _ClampedAvgPool(nn.Module):
         return F.avg_pool2d(x, k, self.stride)  # 1024x2048 at OS16 (64x128) -> a 1x4 grid, as in the paper
 
 
+@HEADS.register("lraspp", dims=(2,), tasks=DENSE_2D_TASKS, width_keys=("inter_channels",))
 class LRASPPHead(nn.Module):
     """Lite R-ASPP (Howard et al., "Searching for MobileNetV3", ICCV 2019, Fig. 10), the torchvision layout.
 
@@ -60,7 +74,9 @@ class LRASPPHead(nn.Module):
         elif isinstance(pool, dict) and {"kernel", "stride"} <= set(pool):
             pooling = _ClampedAvgPool(tuple(pool["kernel"]), tuple(pool["stride"]))
         else:
-            raise ValueError(f"lraspp pool must be 'global' or {{'kernel': [kh, kw], 'stride': [sh, sw]}}, got {pool!r}")
+            raise ValueError(
+                f"lraspp pool must be 'global' or {{'kernel': [kh, kw], 'stride': [sh, sw]}}, got {pool!r}"
+            )
         self.scale = nn.Sequential(pooling, nn.Conv2d(high_ch, inter_channels, 1, bias=False), nn.Sigmoid())
         self.low_classifier = nn.Conv2d(low_ch, out_channels, 1)
         self.high_classifier = nn.Conv2d(inter_channels, out_channels, 1)
@@ -76,17 +92,12 @@ class LRASPPHead(nn.Module):
         return self.low_classifier(low) + self.high_classifier(x)
 
 
-def _registry() -> dict[str, type]:
-    from .decoders import DeepLabV3PlusHead, FFNetHead, FPNHead, UNetHead
-
-    return {"lraspp": LRASPPHead, "unet": UNetHead, "fpn": FPNHead, "deeplabv3plus": DeepLabV3PlusHead,
-            "ffnet": FFNetHead}
-
-
-HEADS = _registry()
-
-
 def create_head(name: str, in_channels: list[int], reductions: list[int], out_channels: int, **kwargs) -> nn.Module:
-    if name not in HEADS:
-        raise ValueError(f"unknown head {name!r}; available: {sorted(HEADS)}")
-    return HEADS[name](list(in_channels), list(reductions), int(out_channels), **kwargs)
+    """Head ``name`` on features with ``in_channels`` at ``reductions``, predicting ``out_channels`` maps."""
+    cls = HEADS.get_or_fail(name)
+    if HEADS.fact(name, "builds", "head") != "head":
+        raise ValueError(
+            f"head {name!r} builds a whole model from the backbone, not a head on its features; "
+            f"use densekit.models.assemble(backbone, {name!r}, ...)"
+        )
+    return cls(list(in_channels), list(reductions), int(out_channels), **kwargs)

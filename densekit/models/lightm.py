@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import Backbone, load_trunk_weights, with_pretrained
+from .backbones import BACKBONES, Backbone, load_trunk_weights, with_pretrained
+from .heads import HEADS
 from .mamba import Mamba
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -109,6 +110,8 @@ def _check_dims(dims) -> int:
     return int(dims)
 
 
+@BACKBONES.register("lightm", dims=2, preset={"dims": 2, "in_channels": 3})
+@BACKBONES.register("lightm3d", dims=3, preset={"dims": 3, "in_channels": 4})
 class LightMEncoder(Backbone):
     """LightM-UNet encoder as a densekit backbone: features at reductions 1/2/4/8 with
     ``init_filters * (1, 2, 4, 8)`` channels (32/64/128/256 released).
@@ -136,21 +139,11 @@ class LightMEncoder(Backbone):
         dims = _check_dims(dims)
         in_channels = int(in_channels)
         if mean is None:
-            mean = (
-                IMAGENET_MEAN
-                if (dims == 2 and in_channels == 3)
-                else (0.5 if dims == 2 else 0.0,) * in_channels
-            )
+            mean = IMAGENET_MEAN if (dims == 2 and in_channels == 3) else (0.5 if dims == 2 else 0.0,) * in_channels
         if std is None:
-            std = (
-                IMAGENET_STD
-                if (dims == 2 and in_channels == 3)
-                else (0.25 if dims == 2 else 1.0,) * in_channels
-            )
+            std = IMAGENET_STD if (dims == 2 and in_channels == 3) else (0.25 if dims == 2 else 1.0,) * in_channels
         if len(mean) != in_channels or len(std) != in_channels:
-            raise ValueError(
-                f"mean/std need {in_channels} values (in_channels), got {list(mean)} / {list(std)}"
-            )
+            raise ValueError(f"mean/std need {in_channels} values (in_channels), got {list(mean)} / {list(std)}")
         super().__init__(mean=tuple(mean), std=tuple(std))
         self.dims, self.in_channels = dims, in_channels
         self._identity_norm = all(m == 0 for m in mean) and all(s == 1 for s in std)
@@ -162,9 +155,7 @@ class LightMEncoder(Backbone):
             ch = init_filters * 2**i
             # Stage i > 0 opens with the "downsample Mamba": MambaLayer(ch/2 -> ch) then 2x max-pool.
             down = nn.Sequential(MambaLayer(ch // 2, ch, **mamba), pool(2, 2)) if i > 0 else nn.Identity()
-            stages.append(
-                nn.Sequential(down, *[ResMambaBlock(dims, ch, num_groups, **mamba) for _ in range(n_blocks)])
-            )
+            stages.append(nn.Sequential(down, *[ResMambaBlock(dims, ch, num_groups, **mamba) for _ in range(n_blocks)]))
         self.stages = nn.ModuleList(stages)
         self.channels = [init_filters * 2**i for i in range(len(blocks_down))]
         self.reductions = [2**i for i in range(len(blocks_down))]
@@ -173,9 +164,7 @@ class LightMEncoder(Backbone):
     def _load(self, pretrained) -> None:
         path = _weight_file(pretrained)
         if path is not None:
-            load_trunk_weights(
-                self, path, filter_fn=release_key_filter, what=f"LightMEncoder(dims={self.dims})"
-            )
+            load_trunk_weights(self, path, filter_fn=release_key_filter, what=f"LightMEncoder(dims={self.dims})")
 
     def check_input(self, x: torch.Tensor) -> None:
         """A clear error, before any work, for a 2D input to the 3D encoder (or vice versa) or a wrong C."""
@@ -188,8 +177,7 @@ class LightMEncoder(Backbone):
             )
         if x.shape[1] != self.in_channels:
             raise ValueError(
-                f"LightMEncoder(dims={self.dims}) expects {want} with C={self.in_channels}, "
-                f"got shape {tuple(x.shape)}"
+                f"LightMEncoder(dims={self.dims}) expects {want} with C={self.in_channels}, got shape {tuple(x.shape)}"
             )
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -208,6 +196,8 @@ class LightMEncoder(Backbone):
         return feats
 
 
+# backbone=lightm head=lightm is the released LightM-UNet; on lightm3d the decoder takes dims=3
+@HEADS.register("lightm", dims=(2, 3), tasks=("seg", "depth", "volume"), width_keys=())
 class LightMDecoder(nn.Module):
     """The release's light decoder, with the 2D head signature ``(in_channels, reductions, out_channels)``.
 
@@ -230,13 +220,9 @@ class LightMDecoder(nn.Module):
         dims = _check_dims(dims)
         channels, reductions = [int(c) for c in in_channels], [int(r) for r in reductions]
         if len(channels) != len(reductions) or len(channels) < 2:
-            raise ValueError(
-                f"lightm decoder needs >= 2 levels with one reduction each, got {channels} / {reductions}"
-            )
+            raise ValueError(f"lightm decoder needs >= 2 levels with one reduction each, got {channels} / {reductions}")
         if any(b != 2 * a for a, b in pairwise(reductions)):
-            raise ValueError(
-                f"lightm decoder upsamples by 2 per level: reductions must double, got {reductions}"
-            )
+            raise ValueError(f"lightm decoder upsamples by 2 per level: reductions must double, got {reductions}")
         blocks_up = [1] * (len(channels) - 1) if blocks_up is None else list(blocks_up)
         if len(blocks_up) != len(channels) - 1:
             raise ValueError(f"blocks_up needs {len(channels) - 1} entries (levels - 1), got {blocks_up}")
@@ -247,13 +233,9 @@ class LightMDecoder(nn.Module):
             cin, cskip = channels[-1 - i], channels[-2 - i]
             up = nn.Upsample(scale_factor=2, mode=mode, align_corners=False)
             self.up_samples.append(
-                nn.Sequential(
-                    _conv_only(dims, cin, cskip, 1), nn.Sequential(OrderedDict(upsample_non_trainable=up))
-                )
+                nn.Sequential(_conv_only(dims, cin, cskip, 1), nn.Sequential(OrderedDict(upsample_non_trainable=up)))
             )
-            self.up_layers.append(
-                nn.Sequential(*[ResUpBlock(dims, cskip, num_groups) for _ in range(n_blocks)])
-            )
+            self.up_layers.append(nn.Sequential(*[ResUpBlock(dims, cskip, num_groups) for _ in range(n_blocks)]))
         self.conv_final = nn.Sequential(
             nn.GroupNorm(num_groups, channels[0]),
             nn.ReLU(inplace=True),

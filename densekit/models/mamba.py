@@ -74,8 +74,7 @@ class Mamba(nn.Module):
             else:
                 self.dt_proj.weight.uniform_(-std, std)
             dt = torch.exp(
-                torch.rand(self.d_inner, device=device) * (math.log(dt_max) - math.log(dt_min))
-                + math.log(dt_min)
+                torch.rand(self.d_inner, device=device) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
             ).clamp(min=dt_init_floor)
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
         self.dt_proj.bias._no_reinit = True
@@ -90,9 +89,7 @@ class Mamba(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.d_model:
-            raise ValueError(
-                f"Mamba expects (B, L, d_model={self.d_model}), got shape {tuple(hidden_states.shape)}"
-            )
+            raise ValueError(f"Mamba expects (B, L, d_model={self.d_model}), got shape {tuple(hidden_states.shape)}")
         length = hidden_states.shape[1]
         xz = self.in_proj(hidden_states).transpose(1, 2)  # (B, 2 d_inner, L)
         x, z = xz.chunk(2, dim=1)  # (B, d_inner, L) each

@@ -13,7 +13,7 @@ from torch import nn
 from torchvision.models import mobilenet_v3_large, mobilenet_v3_small
 from torchvision.models.mobilenetv3 import MobileNet_V3_Large_Weights, MobileNet_V3_Small_Weights
 
-from .backbones import Backbone, load_trunk_weights, with_pretrained
+from .backbones import BACKBONES, Backbone, load_trunk_weights, with_pretrained
 
 _VARIANTS = {
     "large": (mobilenet_v3_large, MobileNet_V3_Large_Weights.IMAGENET1K_V1),
@@ -22,6 +22,7 @@ _VARIANTS = {
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
+@BACKBONES.register("mobilenetv3_large", dims=2, preset={"variant": "large"})
 class MobileNetV3Backbone(Backbone):
     """MobileNetV3 features at strides 4, 8, 16 and the deepest (960/576-ch) map.
 
@@ -48,7 +49,8 @@ class MobileNetV3Backbone(Backbone):
         super().__init__(mean=IMAGENET_MEAN, std=IMAGENET_STD)
         ctor, weights = _VARIANTS[variant]
         net, weight_file = with_pretrained(
-            pretrained, f"torchvision mobilenet_v3_{variant} {weights.name}",
+            pretrained,
+            f"torchvision mobilenet_v3_{variant} {weights.name}",
             lambda hub: ctor(weights=weights if hub else None, dilated=dilated, reduced_tail=reduced_tail),
             host="download.pytorch.org",
         )

@@ -40,8 +40,7 @@ def norm3d(kind: str, channels: int, num_groups: int = 8) -> nn.Module:
     if kind == "group":
         if channels % num_groups:
             raise ValueError(
-                f"group norm needs channels divisible by num_groups: {channels} channels, "
-                f"num_groups={num_groups}"
+                f"group norm needs channels divisible by num_groups: {channels} channels, num_groups={num_groups}"
             )
         return nn.GroupNorm(num_groups, channels)
     if kind == "instance":
@@ -82,8 +81,7 @@ class InvertedBottleneck3d(nn.Module):
         channels, expand_ratio, kernel = int(channels), int(expand_ratio), int(kernel)
         if channels < 1 or expand_ratio < 1:
             raise ValueError(
-                "InvertedBottleneck3d needs channels >= 1 and expand_ratio >= 1, "
-                f"got {channels}, {expand_ratio}"
+                f"InvertedBottleneck3d needs channels >= 1 and expand_ratio >= 1, got {channels}, {expand_ratio}"
             )
         if kernel < 1 or kernel % 2 == 0:
             raise ValueError(f"InvertedBottleneck3d needs an odd kernel (same-size output), got {kernel}")
@@ -141,8 +139,7 @@ class ReversibleCoupling(nn.Module):
         channels = int(channels)
         if channels < 2 or channels % 2:
             raise ValueError(
-                "a reversible coupling splits the channels in two halves: channels must be even, "
-                f"got {channels}"
+                f"a reversible coupling splits the channels in two halves: channels must be even, got {channels}"
             )
         self.channels = channels
         self.f = f if f is not None else InvertedBottleneck3d(channels // 2, **bottleneck)

@@ -23,7 +23,8 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from .backbones import with_pretrained
+from .backbones import BACKBONES, with_pretrained
+from .heads import HEADS
 from .reversible import ReversibleCoupling, ReversibleSequence
 
 
@@ -49,6 +50,7 @@ def _weight_file(pretrained):
     return with_pretrained(pretrained, "revmb3d", lambda hub: None)[1]  # FileNotFoundError if missing
 
 
+@BACKBONES.register("revmb3d", dims=3)
 class RevMB3dEncoder(nn.Module):
     """Reversible MBConv 3D encoder, following the backbone contract (``channels``, ``reductions``,
     ``stride``, ``forward(x) -> list[Tensor]``) with ``dims = 3``.
@@ -77,14 +79,10 @@ class RevMB3dEncoder(nn.Module):
         super().__init__()
         widths, depths = [int(w) for w in widths], [int(d) for d in depths]
         if len(widths) < 2 or len(widths) != len(depths):
-            raise ValueError(
-                f"revmb3d needs >= 2 levels and one depth per width, got widths {widths}, depths {depths}"
-            )
+            raise ValueError(f"revmb3d needs >= 2 levels and one depth per width, got widths {widths}, depths {depths}")
         odd = [w for w in widths if w < 2 or w % 2]
         if odd:
-            raise ValueError(
-                f"revmb3d widths must be even (a reversible coupling splits them in halves), got {widths}"
-            )
+            raise ValueError(f"revmb3d widths must be even (a reversible coupling splits them in halves), got {widths}")
         if any(d < 0 for d in depths):
             raise ValueError(f"revmb3d depths must be >= 0, got {depths}")
         self.in_channels = int(in_channels)
@@ -110,8 +108,7 @@ class RevMB3dEncoder(nn.Module):
             raise ValueError(f"RevMB3dEncoder expects {want}; got shape {tuple(x.shape)}")
         if any(s % self.stride for s in x.shape[2:]):
             raise ValueError(
-                f"RevMB3dEncoder expects {want} (pad the volume; the model assembly does); "
-                f"got shape {tuple(x.shape)}"
+                f"RevMB3dEncoder expects {want} (pad the volume; the model assembly does); got shape {tuple(x.shape)}"
             )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -124,6 +121,7 @@ class RevMB3dEncoder(nn.Module):
         return feats
 
 
+@HEADS.register("revunet3d", dims=(3,), tasks=("volume",), width_keys=())
 class RevUNet3dHead(nn.Module):
     """U-Net decoder of reversible MBConv stacks, head signature ``(in_channels, reductions, out_channels)``.
 
@@ -149,9 +147,7 @@ class RevUNet3dHead(nn.Module):
         super().__init__()
         channels, reductions = [int(c) for c in in_channels], [int(r) for r in reductions]
         if len(channels) != len(reductions) or len(channels) < 2:
-            raise ValueError(
-                f"revunet3d needs >= 2 levels with one reduction each, got {channels} / {reductions}"
-            )
+            raise ValueError(f"revunet3d needs >= 2 levels with one reduction each, got {channels} / {reductions}")
         if any(b % a or b <= a for a, b in pairwise(reductions)):
             raise ValueError(
                 f"revunet3d needs increasing reductions, each a multiple of the previous, got {reductions}"
@@ -163,9 +159,7 @@ class RevUNet3dHead(nn.Module):
         n_up = len(channels) - 1
         depths = [1] * n_up if decoder_depths is None else [int(d) for d in decoder_depths]
         if len(depths) != n_up or any(d < 0 for d in depths):
-            raise ValueError(
-                f"decoder_depths needs {n_up} entries >= 0 (levels - 1, deepest first), got {depths}"
-            )
+            raise ValueError(f"decoder_depths needs {n_up} entries >= 0 (levels - 1, deepest first), got {depths}")
         block = _bottleneck(expand_ratio, kernel, norm, act, num_groups)
         self.ups, self.stages = nn.ModuleList(), nn.ModuleList()
         for i, depth in enumerate(depths):

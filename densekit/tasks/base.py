@@ -1,4 +1,11 @@
-"""The shared LightningModule: one training/validation step for every task; tasks add loss and metrics."""
+"""The shared LightningModule: one training/validation step for every task; tasks add loss and metrics.
+
+A task is one class: besides its loss and metrics it carries the facts the rest of densekit asks about
+(``name``, ``kind``, ``dims``, batch ``targets``, model ``inputs`` / ``output_name``, ``monitor``, the
+``task.model`` keys it accepts) and builds its model and itself from a plain run config. Each class
+registers itself in ``TASKS`` where it is defined (``@TASKS.register("seg")``); ``get_task(name)``
+looks one up.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import logging
 import math
 import warnings
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytorch_lightning as pl
@@ -14,8 +22,27 @@ from PIL import Image
 from torch import nn
 from torchmetrics import MeanMetric
 
+from ..models import BACKBONES, HEADS, assemble
+from ..registry import Registry
+from .optim import build_optimizer, make_schedule, param_groups
+
 NONFINITE_POLICIES = ("raise", "skip")
+TASKS = Registry("task")
 log = logging.getLogger(__name__)
+
+
+def get_task(name: str) -> type[DenseTask]:
+    """The task class registered as ``name`` (a ValueError listing the registered tasks otherwise)."""
+    return TASKS.get_or_fail(name)
+
+
+def _spec_name(spec) -> str | None:
+    """The registry name of a backbone/head spec (a name or ``{"name": ...}``); None for a ready module."""
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, dict):
+        return spec.get("name")
+    return None
 
 
 class DenseTask(pl.LightningModule):
@@ -27,8 +54,133 @@ class DenseTask(pl.LightningModule):
     ("raise", the default, or "skip") says what a NaN/inf training loss does (see ``training_step``).
     """
 
+    # -- task facts (every registered task sets them) ---------------------------------------------
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = ""  # in words, for messages: "segmentation", "optical flow", ...
+    dims: ClassVar[int] = 2  # 2: images, 3: volumes
+    targets: ClassVar[tuple[str, ...]] = ()  # the batch keys the loss and metrics read
+    inputs: ClassVar[tuple[str, ...]] = ("image",)  # the model's inputs (also the ONNX input names)
+    output_name: ClassVar[str] = "output"  # what the model returns (the ONNX output name)
+    has_classes: ClassVar[bool] = False  # the data's num_classes / class names size the output
+    optional_targets: ClassVar[tuple[str, ...]] = ()  # batch keys used when the data has them ("noc")
+    model_kwargs: ClassVar[frozenset[str]] = frozenset()  # keys accepted under the config's task.model
+    default_in_channels: ClassVar[int] = 3  # example inputs' channels when the config does not say
     monitor = "val/loss"
     monitor_mode = "min"
+
+    @classmethod
+    def heads(cls) -> list[str]:
+        """The registered heads that serve this task."""
+        return HEADS.names(tasks=cls.name)
+
+    @classmethod
+    def backbones(cls) -> list[str]:
+        """The registered backbones of this task's dims that serve it (no ``tasks`` fact: every task)."""
+        return [b for b in BACKBONES.names(dims=cls.dims) if cls.name in BACKBONES.fact(b, "tasks", (cls.name,))]
+
+    @classmethod
+    def fits_data(cls, facts) -> bool:
+        """Whether a dataset registered with ``facts`` (``DATASETS.facts(name)``) has targets for this task:
+        its ``tasks`` fact names it. A new task reading another task's data overrides this (and ``heads``)
+        in its own module."""
+        return cls.name in tuple(facts.get("tasks") or ())
+
+    @classmethod
+    def check_choices(cls, backbone: str, head: str) -> None:
+        """A ValueError, naming the valid options, when ``backbone`` or ``head`` does not fit this task."""
+        heads = cls.heads()
+        if head not in heads:
+            raise ValueError(f"head={head} does not fit task={cls.name}; valid heads: {heads}")
+        BACKBONES.get_or_fail(backbone)  # an unknown name: the registry's message lists the backbones
+        dims = BACKBONES.fact(backbone, "dims", 2)
+        if dims != cls.dims:
+            raise ValueError(f"backbone={backbone} is {dims}D but task={cls.name} needs a {cls.dims}D backbone")
+        if backbone not in cls.backbones():
+            raise ValueError(f"backbone={backbone} does not fit task={cls.name}; valid backbones: {cls.backbones()}")
+
+    @classmethod
+    def check_model_kwargs(cls, kwargs: dict) -> None:
+        unknown = set(kwargs) - cls.model_kwargs
+        if unknown:
+            raise TypeError(
+                f"unexpected arguments for task {cls.name!r}: {sorted(unknown)}; expected {sorted(cls.model_kwargs)}"
+            )
+
+    @classmethod
+    def build_model(cls, *, backbone, head, num_classes: int | None = None, **model_kwargs) -> nn.Module:
+        """This task's network from a backbone and a head (each a name, ``{"name": ..., **params}`` or a
+        ready module); ``model_kwargs``: the config's ``task.model`` keys."""
+        cls.check_model_kwargs(model_kwargs)
+        bb_name = _spec_name(backbone)
+        if isinstance(backbone, dict) and "dims" in backbone:
+            dims = backbone["dims"]
+        elif bb_name in BACKBONES:
+            dims = BACKBONES.fact(bb_name, "dims", 2)
+        else:  # a ready module (or an unknown name: assemble's message lists the backbones)
+            dims = getattr(backbone, "dims", None)
+        if dims is not None and int(dims) != cls.dims:
+            raise ValueError(
+                f"task {cls.name!r} needs a {cls.dims}D backbone; {bb_name or type(backbone).__name__} is {int(dims)}D"
+            )
+        head_name = _spec_name(head)
+        if head_name is not None and head_name not in cls.heads():
+            raise ValueError(f"task {cls.name!r} needs head {' or '.join(map(repr, cls.heads()))}, got {head!r}")
+        return assemble(backbone, head, cls.out_channels(num_classes), cls.output_module(**model_kwargs))
+
+    @classmethod
+    def out_channels(cls, num_classes: int | None) -> int:
+        """The network's output channels (class-free tasks override it)."""
+        if not num_classes or num_classes < 2:
+            raise ValueError(f"{cls.name} needs num_classes >= 2, got {num_classes}")
+        return int(num_classes)
+
+    @classmethod
+    def output_module(cls, **model_kwargs) -> nn.Module | None:
+        """The activation applied to the network's full-resolution output (None: raw logits / values)."""
+        return None
+
+    @classmethod
+    def model_config(cls, config: dict, pretrained: bool | None = False) -> dict:
+        """``build_model``'s keyword arguments from a plain run config. ``pretrained`` replaces the
+        backbone's own setting (False when the weights come from a checkpoint); None keeps the config's."""
+        backbone = dict(config["backbone"])
+        if pretrained is not None:
+            backbone["pretrained"] = pretrained
+        kwargs = dict((config.get("task") or {}).get("model") or {})
+        if cls.has_classes:
+            kwargs["num_classes"] = (config.get("data") or {}).get("num_classes")
+        return {"backbone": backbone, "head": dict(config["head"]), **kwargs}
+
+    @classmethod
+    def task_kwargs(cls, config: dict, class_names=None, with_noc: bool = False) -> dict:
+        """The task-specific constructor arguments from a plain run config (subclasses add theirs)."""
+        return {"loss": dict((config.get("task") or {}).get("loss") or {})}
+
+    @classmethod
+    def from_config(
+        cls, config: dict, model: nn.Module | None = None, class_names=None, with_noc: bool = False
+    ) -> DenseTask:
+        """The task module a plain run config describes, around ``model`` (default: built from the config,
+        with the backbone's configured ``pretrained``). ``class_names``: what the data calls its classes;
+        ``with_noc``: the validation data marks non-occluded pixels (flow)."""
+        if model is None:
+            model = cls.build_model(**cls.model_config(config, pretrained=None))
+        kwargs = cls.task_kwargs(config, class_names=class_names, with_noc=with_noc)
+        return cls(model, **kwargs, optim=dict(config.get("optim") or {}), config=config)
+
+    @classmethod
+    def example_inputs(
+        cls,
+        batch: int = 1,
+        size: tuple[int, ...] = (64, 64),
+        in_channels: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """Random inputs in [0, 1], one per ``inputs`` name: (B, C, H, W) images, (B, C, D, H, W) volumes."""
+        if len(size) != cls.dims:
+            raise ValueError(f"task {cls.name!r} takes {cls.dims}D inputs; size {tuple(size)} has {len(size)} axes")
+        channels = int(in_channels or cls.default_in_channels)
+        return tuple(torch.rand(batch, channels, *size, generator=generator) for _ in cls.inputs)
 
     def __init__(self, model: nn.Module, optim: dict | None = None, config: dict | None = None):
         super().__init__()
@@ -94,10 +246,11 @@ class DenseTask(pl.LightningModule):
             if self.skipped_nonfinite == 1 or self.skipped_nonfinite % 100 == 0:
                 warnings.warn(
                     f"non-finite training loss ({loss.item()}) at step {self.global_step}: step skipped "
-                    f"(nonfinite=skip; {self.skipped_nonfinite} skipped so far)", RuntimeWarning, stacklevel=2
+                    f"(nonfinite=skip; {self.skipped_nonfinite} skipped so far)",
+                    RuntimeWarning,
+                    stacklevel=2,
                 )
-            self.log("train/skipped_nonfinite", float(self.skipped_nonfinite),
-                     batch_size=batch["image"].shape[0])
+            self.log("train/skipped_nonfinite", float(self.skipped_nonfinite), batch_size=batch["image"].shape[0])
             return None  # Lightning then runs no backward, and the optimiser finds no gradients to apply
         if bad:
             raise FloatingPointError(
@@ -149,41 +302,32 @@ class DenseTask(pl.LightningModule):
     # -- optimisation ---------------------------------------------------------------------------
     def configure_optimizers(self):
         cfg = self.optim_cfg
-        name = cfg.get("name", "adamw")
-        params = [p for p in self.parameters() if p.requires_grad]
-        if name == "adamw":
-            opt = torch.optim.AdamW(
-                params, lr=cfg.get("lr", 1e-3), weight_decay=cfg.get("weight_decay", 0.01),
-                betas=tuple(cfg.get("betas", (0.9, 0.999))),
-            )
-        elif name == "sgd":
-            opt = torch.optim.SGD(
-                params, lr=cfg.get("lr", 0.01), momentum=cfg.get("momentum", 0.9),
-                weight_decay=cfg.get("weight_decay", 1e-4), nesterov=cfg.get("nesterov", False),
-            )
-        else:
-            raise ValueError(f"unknown optimizer {name!r}; expected 'adamw' or 'sgd'")
+        opt = build_optimizer(self, cfg)  # decay / no-decay groups, backbone_lr_mult (tasks/optim.py)
         schedule = cfg.get("scheduler", "cosine")
         if schedule in (None, "none"):
             return opt
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        lr_lambda = make_schedule(schedule, total, cfg.get("warmup_steps", 0), cfg.get("min_lr_ratio", 0.0),
-                                  cfg.get("power", 0.9))
+        lr_lambda = make_schedule(
+            schedule, total, cfg.get("warmup_steps", 0), cfg.get("min_lr_ratio", 0.0), cfg.get("power", 0.9)
+        )
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # A training state saved with other parameter groups (before the no-decay group existed, or with
+        # another optim.no_decay) cannot restore its optimiser moments: say so instead of torch's message.
+        saved = checkpoint.get("optimizer_states") or []
+        if not saved:
+            return
+        have = len(saved[0].get("param_groups") or [])
+        want = len(param_groups(self, self.optim_cfg, 1.0, 1.0))
+        if have and have != want:
+            raise ValueError(
+                f"this checkpoint's optimiser state has {have} parameter group(s) but this run makes {want} "
+                f"(optim.no_decay={self.optim_cfg.get('no_decay', True)}): resume with the optim settings it "
+                f"was trained with ({'optim.no_decay=false' if have == 1 else 'optim.no_decay=true'}), or start a "
+                f"new run from its weights with init_from=..."
+            )
 
-def make_schedule(kind: str, total_steps: int, warmup_steps: int = 0, min_ratio: float = 0.0, power: float = 0.9):
-    """Per-step LR multiplier: linear warm-up, then cosine or poly decay to ``min_ratio``."""
-    if kind not in ("cosine", "poly"):
-        raise ValueError(f"unknown scheduler {kind!r}; expected 'cosine', 'poly' or 'none'")
-    warmup_steps = min(int(warmup_steps), total_steps - 1) if total_steps > 1 else 0
 
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        decay = 0.5 * (1 + math.cos(math.pi * t)) if kind == "cosine" else (1 - t) ** power
-        return min_ratio + (1 - min_ratio) * decay
-
-    return factor
+__all__ = ["NONFINITE_POLICIES", "TASKS", "DenseTask", "get_task", "make_schedule"]

@@ -7,17 +7,40 @@ class 0), or more than half of all pixels ignored -- each a warning in the log a
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ..losses import seg_loss
 from ..metrics import SegMetrics
+from ..schema import IGNORE_INDEX
 from ..viz import seg_panel
-from .base import DenseTask
+from .base import TASKS, DenseTask
 
 
+@TASKS.register("seg")
 class SegTask(DenseTask):
+    """``model(image (B, 3, H, W)) -> logits (B, K, H, W)`` trained against ``batch["mask"]`` (class ids,
+    ``ignore_index`` where unlabelled)."""
+
+    name = "seg"
+    kind = "segmentation"
+    dims = 2
+    targets = ("mask",)
+    inputs = ("image",)
+    output_name = "logits"
+    has_classes = True
     monitor = "val/mIoU"
     monitor_mode = "max"
+
+    @classmethod
+    def task_kwargs(cls, config: dict, class_names=None, with_noc: bool = False) -> dict:
+        data = config.get("data") or {}
+        return {
+            **super().task_kwargs(config),
+            "num_classes": data.get("num_classes"),
+            "class_names": class_names,
+            "ignore_index": data.get("ignore_index", IGNORE_INDEX),
+        }
 
     def __init__(
         self,
@@ -25,7 +48,7 @@ class SegTask(DenseTask):
         num_classes: int,
         class_names: list[str] | None = None,
         loss: dict | None = None,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         optim: dict | None = None,
         config: dict | None = None,
     ):
@@ -36,6 +59,14 @@ class SegTask(DenseTask):
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.loss_cfg = dict(loss or {})
         self.val_metrics = SegMetrics(self.num_classes, self.class_names, self.ignore_index)
+
+    @classmethod
+    def postprocess(cls, output: torch.Tensor, probabilities: bool = False):
+        """One image's logits (K, H, W) -> class ids (H, W) int64 [, probabilities (K, H, W) float32]: what
+        the Predictor returns."""
+        probs = output.float().softmax(0)
+        labels = probs.argmax(0).numpy()
+        return (labels, probs.numpy()) if probabilities else labels
 
     def compute_loss(self, logits, batch):
         return seg_loss(logits, batch["mask"], batch.get("valid"), ignore_index=self.ignore_index, **self.loss_cfg)
@@ -60,8 +91,10 @@ class SegTask(DenseTask):
             return []
         ignore = f"ignore ({self.ignore_index}) or not valid"
         if labelled == 0:
-            return [f"validation: all {pixels} pixels are {ignore}: mIoU, mDice and pixel accuracy are computed "
-                    f"over nothing and not reported (are the masks read right? see data.label_map)"]
+            return [
+                f"validation: all {pixels} pixels are {ignore}: mIoU, mDice and pixel accuracy are computed "
+                f"over nothing and not reported (are the masks read right? see data.label_map)"
+            ]
         out = []
         if self.num_classes >= 2 and counts.get("foreground", 0) == 0:
             out.append(
@@ -71,8 +104,10 @@ class SegTask(DenseTask):
                 f"is the background's alone (0/255 masks need data.label_map={{255:1}})"
             )
         if ignored * 2 > pixels:
-            out.append(f"validation: {ignored} of {pixels} pixels ({ignored / pixels:.0%}) are {ignore}; the "
-                       f"scores rest on the other {labelled} (are the masks read right? see data.label_map)")
+            out.append(
+                f"validation: {ignored} of {pixels} pixels ({ignored / pixels:.0%}) are {ignore}; the "
+                f"scores rest on the other {labelled} (are the masks read right? see data.label_map)"
+            )
         return out
 
     def make_panels(self, logits, batch):

@@ -8,10 +8,13 @@ from torch import nn
 
 from ..losses import volume_loss
 from ..metrics import VolumeMetrics
+from ..models.wrappers import SlidingWindow
+from ..schema import IGNORE_INDEX
 from ..viz import colorize_mask
-from .base import DenseTask
+from .base import TASKS, DenseTask
 
 
+@TASKS.register("volume")
 class VolumeTask(DenseTask):
     """``model(x (B, C, D, H, W)) -> logits (B, K, D, H, W)`` trained on patches; validated on whole volumes
     with MONAI's sliding-window inference (``inference.roi`` windows, ``overlap``, Gaussian blending) when a
@@ -24,8 +27,29 @@ class VolumeTask(DenseTask):
     foreground classes).
     """
 
+    name = "volume"
+    kind = "3D volume"
+    dims = 3
+    targets = ("mask",)
+    inputs = ("volume",)
+    output_name = "logits"
+    has_classes = True
+    default_in_channels = 1
     monitor = "val/mDice"
     monitor_mode = "max"
+
+    @classmethod
+    def task_kwargs(cls, config: dict, class_names=None, with_noc: bool = False) -> dict:
+        data, task = config.get("data") or {}, config["task"]
+        return {
+            **super().task_kwargs(config),
+            "num_classes": data.get("num_classes"),
+            "class_names": class_names,
+            "labels": data.get("labels"),
+            "inference": dict(task.get("inference") or {}),
+            "metrics": dict(task.get("metrics") or {}),
+            "ignore_index": data.get("ignore_index", IGNORE_INDEX),
+        }
 
     def __init__(
         self,
@@ -36,7 +60,7 @@ class VolumeTask(DenseTask):
         loss: dict | None = None,
         inference: dict | None = None,
         metrics: dict | None = None,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         optim: dict | None = None,
         config: dict | None = None,
     ):
@@ -49,8 +73,9 @@ class VolumeTask(DenseTask):
         self.overlap = float(inference.get("overlap", 0.5))
         self.labels_auto = labels == "auto"
         self.metrics_cfg = dict(metrics or {})
-        self.val_metrics = VolumeMetrics(self.num_classes, None if self.labels_auto else labels, self.class_names,
-                                         **self.metrics_cfg)
+        self.val_metrics = VolumeMetrics(
+            self.num_classes, None if self.labels_auto else labels, self.class_names, **self.metrics_cfg
+        )
 
     def adopt_data_labels(self, dataset) -> None:
         """With ``labels="auto"``: score the BraTS regions when ``dataset.labels`` (the convention its
@@ -69,11 +94,18 @@ class VolumeTask(DenseTask):
 
     def forward_batch(self, batch: dict) -> torch.Tensor:
         x = batch["image"]
-        if self.training or self.roi is None or all(s <= r for s, r in zip(x.shape[-3:], self.roi)):
+        if self.training or self.roi is None:
             return self.model(x)
-        from .._monai import sliding_window_inference  # MONAI, imported without its INFO noise
+        # whole volumes by sliding window (a volume that fits in one window is run whole)
+        return SlidingWindow(self.model, self.roi, overlap=self.overlap, mode="gaussian", sw_batch_size=x.shape[0])(x)
 
-        return sliding_window_inference(x, self.roi, x.shape[0], self.model, overlap=self.overlap, mode="gaussian")
+    @classmethod
+    def postprocess(cls, output: torch.Tensor, probabilities: bool = False):
+        """One volume's logits (K, D, H, W) -> class ids (D, H, W) int64 [, probabilities (K, D, H, W) float32]:
+        what the Predictor returns."""
+        probs = output.float().softmax(0)
+        labels = probs.argmax(0).numpy()
+        return (labels, probs.numpy()) if probabilities else labels
 
     def compute_loss(self, logits, batch):
         return volume_loss(logits, batch["mask"], batch.get("valid"), ignore_index=self.ignore_index, **self.loss_cfg)
@@ -91,9 +123,14 @@ class VolumeTask(DenseTask):
             img = batch["image"][i, 0, z].float().cpu().numpy()
             img = (img - img.min()) / max(float(img.max() - img.min()), 1e-6)
             grey = (np.repeat(img[..., None], 3, axis=-1) * 255 + 0.5).astype(np.uint8)
-            panels.append(np.concatenate([
-                grey,
-                colorize_mask(target[i, z], self.num_classes, self.ignore_index),
-                colorize_mask(pred[i, z], self.num_classes, self.ignore_index),
-            ], axis=1))
+            panels.append(
+                np.concatenate(
+                    [
+                        grey,
+                        colorize_mask(target[i, z], self.num_classes, self.ignore_index),
+                        colorize_mask(pred[i, z], self.num_classes, self.ignore_index),
+                    ],
+                    axis=1,
+                )
+            )
         return panels
