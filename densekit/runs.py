@@ -64,10 +64,10 @@ def checkpoint_files(run_dir: Path) -> list[Path]:
 
 
 def _step_of(path: Path) -> int | None:
-    import torch
+    from densekit.builder import read_checkpoint
 
     try:
-        return int(torch.load(str(path), map_location="cpu", weights_only=False, mmap=True)["global_step"])
+        return int(read_checkpoint(path, weights=False)["global_step"])
     except Exception:  # only for the message; an unreadable file is reported when it is used
         return None
 
