@@ -12,11 +12,12 @@ TEST_ENV := HF_HUB_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false
 venv: $(STAMP)
 
 # Reinstall only when the dependency list changes (the stamp is newer than pyproject.toml otherwise).
-$(STAMP): pyproject.toml
+# constraints.txt: the exact tested versions (pyproject.toml has the compatible ranges).
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 train: $(STAMP)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["Predictor", "create_backbone", "create_model", "metrics", "ops", "__version__"]
 
 # public name -> (submodule, attribute in it; None = the submodule itself)

@@ -9,6 +9,7 @@ exactly as it was trained.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,30 @@ def checkpoint_config(ckpt: dict, path: str | Path = "checkpoint") -> dict:
     return config
 
 
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", str(text))[:3])
+
+
+def check_version(ckpt: dict, path: str | Path = "checkpoint") -> str | None:
+    """Refuse a checkpoint written by a newer densekit (a ``ValueError`` naming both versions: its config may
+    hold keys this version does not know); for one written by an older densekit, or before versions were
+    recorded (0.1.0), return the line to tell the user (its config is read through the compatibility rules
+    that keep old checkpoints loading, tested on tests/fixtures/old_checkpoints). None when they match."""
+    from . import __version__
+
+    written = ckpt.get("densekit_version") if isinstance(ckpt, dict) else None
+    if written is None:
+        return f"{path}: written by densekit 0.1.0 (no version recorded); this is densekit {__version__}"
+    if _version(written) > _version(__version__):
+        raise ValueError(
+            f"{path} was written by densekit {written}, newer than this densekit {__version__}: "
+            "upgrade densekit (pip install -U densekit) to read it"
+        )
+    if _version(written) != _version(__version__):
+        return f"{path}: written by densekit {written}; this is densekit {__version__} (read as compatible)"
+    return None
+
+
 def model_state(ckpt: dict) -> dict:
     """The network's weights from a checkpoint's ``state_dict``: the task module's ``model.`` prefix
     stripped, the task's own buffers (metric state) left out."""
@@ -156,6 +181,7 @@ def load_checkpoint_model(path: str | Path, device: str | torch.device = "cpu") 
     """(the network in eval mode, the run config) from a densekit checkpoint: rebuilt from the config it
     carries with ``pretrained=False`` (the checkpoint holds the trained weights) and loaded strictly."""
     ckpt = read_checkpoint(path)
+    check_version(ckpt, path)  # a newer densekit's checkpoint: refused, naming both versions
     config = checkpoint_config(ckpt, path)
     model = model_from_config(config, pretrained=False)
     missing, unexpected = model.load_state_dict(model_state(ckpt), strict=False)
@@ -167,6 +193,7 @@ def load_checkpoint_model(path: str | Path, device: str | torch.device = "cpu") 
 
 
 __all__ = [
+    "check_version",
     "checkpoint_config",
     "create_model",
     "datamodule_from_config",

@@ -106,6 +106,7 @@ WEIGHTS_KEYS = (
     "epoch",
     "global_step",
     "pytorch-lightning_version",
+    "densekit_version",
     "state_dict",
     "loops",
     "hparams_name",

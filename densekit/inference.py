@@ -104,6 +104,19 @@ def _as_list(inputs) -> tuple[list, bool]:
     return [inputs], False
 
 
+def _same_size_groups(shapes: list, batch_size: int) -> list[list[int]]:
+    """Indices in order, cut into runs of at most ``batch_size`` consecutive items of one shape."""
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    groups: list[list[int]] = []
+    for i, shape in enumerate(shapes):
+        if groups and len(groups[-1]) < batch_size and shapes[groups[-1][0]] == shape:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
 class Predictor:
     """A trained densekit model, ready for arbitrary inputs (no Hydra needed).
 
@@ -167,17 +180,17 @@ class Predictor:
         believe the prediction had e.g. flip TTA or a sliding window)."""
         cls = self.task_class
         if cls.dims == 3:
-            unused = ("flip", "mode", "crop", "stride")
+            unused = ("flip", "mode", "crop", "stride", "scales")
         elif len(cls.inputs) == 2:
             unused = ("mode", "crop", "stride", "roi", "probabilities")
         else:
             unused = ("roi",) if cls.has_classes else ("roi", "probabilities")
-        return [k for k in unused if options[k] not in (None, False, "whole")]
+        return [k for k in unused if options.get(k) not in (None, False, "whole", (1.0,))]
 
     # -- 2D --------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def _run_2d(self, x: torch.Tensor, mode, crop, stride, flip) -> torch.Tensor:
-        """(1, 3, H, W) -> (1, K, H, W) outputs at the input size (logits: of the mean TTA probability)."""
+    def _run_2d(self, x: torch.Tensor, mode, crop, stride, flip, scales=(1.0,)) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, K, H, W) outputs at the input size (logits: of the mean TTA probability)."""
         if mode not in ("whole", "slide"):
             raise ValueError(f"mode must be 'whole' or 'slide', got {mode!r}")
         if mode == "slide" and not crop:
@@ -188,7 +201,7 @@ class Predictor:
             size = (max(1, round(h * s)), max(1, round(w * s)))
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
         model = SlidingWindow(self.model, crop, stride=stride) if mode == "slide" else self.model
-        tta = FlipTTA(model, flips=((-1,),) if flip else (), probabilities=self.task_class.has_classes)
+        tta = FlipTTA(model, flips=((-1,),) if flip else (), scales=scales, probabilities=self.task_class.has_classes)
         y = tta(x)
         if y.shape[-2:] != (h, w):
             y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
@@ -205,20 +218,23 @@ class Predictor:
         crop: tuple[int, int] | None = None,
         stride: tuple[int, int] | None = None,
         flip: bool = False,
+        scales: tuple[float, ...] = (1.0,),
         roi: tuple[int, int, int] | None = None,
         overlap: float = 0.5,
         normalize: bool = True,
+        batch_size: int = 1,
     ):
-        """Predictions as numpy at the input size (see the class docstring). Volumes: ``roi``/``overlap`` set
-        the sliding window (default: the training patch, Gaussian blending); ``normalize`` z-scores each
-        modality over the brain (nonzero voxels) as the training data was — raw scanner intensities in."""
+        """Predictions as numpy at the input size (see the class docstring). ``scales``: multi-scale TTA
+        (the input resized by each factor, outputs averaged at the input size; 2D tasks). ``batch_size``: how
+        many images of one size go through the network together (a list in: consecutive equal-size ones).
+        Volumes: ``roi``/``overlap`` set the sliding window (default: the training patch, Gaussian blending);
+        ``normalize`` z-scores each modality over the brain (nonzero voxels) as the training data was — raw
+        scanner intensities in."""
         self._check_task(task)
-        given = self._unused(flip=flip, mode=mode, crop=crop, stride=stride, roi=roi, probabilities=probabilities)
-        if given:
-            raise ValueError(
-                f"{', '.join(given)}: not an option for a task={self.task!r} checkpoint "
-                f"({self.source}); see Predictor.predict's docstring for what each task takes"
-            )
+        scales = tuple(float(v) for v in (scales or (1.0,)))
+        self.check_options(
+            flip=flip, mode=mode, crop=crop, stride=stride, roi=roi, probabilities=probabilities, scales=scales
+        )
         if self.task_class.dims == 3:
             return self._predict_volume(inputs, roi, overlap, probabilities, normalize)
         if len(self.task_class.inputs) == 2:
@@ -226,17 +242,26 @@ class Predictor:
                 raise ValueError(
                     f"{self.source} is {_article(self.task_class.kind)} checkpoint: call predict(image1, image2)"
                 )
-            return self._predict_flow(inputs, image2, flip)
+            return self._predict_flow(inputs, image2, flip, scales, batch_size)
         if image2 is not None:
             raise ValueError(f"image2 is only for flow (frame pairs); {self.source} is a task={self.task!r} checkpoint")
         items, batched = _as_list(inputs)
+        arrays = [_load_image(item, self.intensity) for item in items]
         outs = []
-        for item in items:
-            x = torch.from_numpy(_load_image(item, self.intensity)).permute(2, 0, 1)[None]  # (1, 3, H, W)
-            x = x.to(self.device)
-            y = self._run_2d(x, mode, crop, stride, flip)[0].float().cpu()  # (K, H, W)
-            outs.append(self.task_class.postprocess(y, probabilities=probabilities))
+        for group in _same_size_groups([a.shape for a in arrays], batch_size):
+            x = torch.stack([torch.from_numpy(arrays[i]).permute(2, 0, 1) for i in group]).to(self.device)  # (B, 3, H, W)
+            y = self._run_2d(x, mode, crop, stride, flip, scales).float().cpu()  # (B, K, H, W)
+            outs.extend(self.task_class.postprocess(y[j], probabilities=probabilities) for j in range(len(group)))
         return self._collect(outs, inputs, batched)
+
+    def check_options(self, **options) -> None:
+        """A ValueError naming the options given that this checkpoint's task does not use."""
+        given = self._unused(**options)
+        if given:
+            raise ValueError(
+                f"{', '.join(given)}: not an option for a task={self.task!r} checkpoint "
+                f"({self.source}); see Predictor.predict's docstring for what each task takes"
+            )
 
     @staticmethod
     def _collect(outs: list, inputs, batched: bool):
@@ -249,22 +274,26 @@ class Predictor:
         return np.stack(outs)
 
     @torch.no_grad()
-    def _predict_flow(self, image1, image2, flip: bool):
+    def _predict_flow(self, image1, image2, flip: bool, scales=(1.0,), batch_size: int = 1):
         items1, batched = _as_list(image1)
         items2, batched2 = _as_list(image2)
         if len(items1) != len(items2) or batched != batched2:
             raise ValueError(f"got {len(items1)} first frames but {len(items2)} second frames; pass pairs")
-        tta = FlowTTA(self.model, flip=flip)
-        outs = []
+        tta = FlowTTA(self.model, scales=scales, flip=flip)
+        pairs = []
         for a, b in zip(items1, items2):
             a, b = _load_image(a, self.intensity), _load_image(b, self.intensity)
             if a.shape != b.shape:
                 raise ValueError(
                     f"the two frames differ in size: {a.shape[:2]} vs {b.shape[:2]} (H, W); they must match"
                 )
-            ta = torch.from_numpy(a).permute(2, 0, 1)[None].to(self.device)  # (1, 3, H, W)
-            tb = torch.from_numpy(b).permute(2, 0, 1)[None].to(self.device)
-            outs.append(self.task_class.postprocess(tta(ta, tb)[0].float().cpu()))  # (2, H, W) -> (H, W, 2)
+            pairs.append((a, b))
+        outs = []
+        for group in _same_size_groups([a.shape for a, _ in pairs], batch_size):
+            ta = torch.stack([torch.from_numpy(pairs[i][0]).permute(2, 0, 1) for i in group]).to(self.device)
+            tb = torch.stack([torch.from_numpy(pairs[i][1]).permute(2, 0, 1) for i in group]).to(self.device)
+            flow = tta(ta, tb).float().cpu()  # (B, 2, H, W)
+            outs.extend(self.task_class.postprocess(flow[j]) for j in range(len(group)))  # (H, W, 2) each
         return self._collect(outs, image1, batched)
 
     @torch.no_grad()

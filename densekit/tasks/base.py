@@ -313,6 +313,12 @@ class DenseTask(pl.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # which densekit wrote it: a reader of another version says so (densekit.builder.check_version)
+        from .. import __version__
+
+        checkpoint["densekit_version"] = __version__
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # A training state saved with other parameter groups (before the no-decay group existed, or with
         # another optim.no_decay) cannot restore its optimiser moments: say so instead of torch's message.
