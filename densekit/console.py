@@ -57,9 +57,7 @@ class PredictConfig:
     alpha: Any = 0.5  # seg overlay opacity
     max_flow: Any = None  # flow colours: the magnitude of full colour (null: each pair's largest)
     fps: Any = None  # flow video: frames per second of the mp4 (null: the input's)
-    hydra: Any = field(
-        default_factory=lambda: {"run": {"dir": "."}, "output_subdir": None, "job": {"chdir": False}}
-    )
+    hydra: Any = field(default_factory=lambda: {"run": {"dir": "."}, "output_subdir": None, "job": {"chdir": False}})
 
 
 ConfigStore.instance().store(name="densekit_predict", node=PredictConfig)

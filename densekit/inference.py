@@ -249,7 +249,9 @@ class Predictor:
         arrays = [_load_image(item, self.intensity) for item in items]
         outs = []
         for group in _same_size_groups([a.shape for a in arrays], batch_size):
-            x = torch.stack([torch.from_numpy(arrays[i]).permute(2, 0, 1) for i in group]).to(self.device)  # (B, 3, H, W)
+            x = torch.stack([torch.from_numpy(arrays[i]).permute(2, 0, 1) for i in group]).to(
+                self.device
+            )  # (B, 3, H, W)
             y = self._run_2d(x, mode, crop, stride, flip, scales).float().cpu()  # (B, K, H, W)
             outs.extend(self.task_class.postprocess(y[j], probabilities=probabilities) for j in range(len(group)))
         return self._collect(outs, inputs, batched)

@@ -198,8 +198,21 @@ def test_onnx_backend_matches_torch(seg_ckpt, seg_predictor, photos, tmp_path, c
         predict(ckpt=str(seg_ckpt), input=str(photos), output=str(tmp_path / "o"), backend="onnx", onnx=str(onnx))
     export_checkpoint(
         export_options(
-            dict(ckpt=str(seg_ckpt), format="onnx", output=str(onnx), height=64, width=96, depth=None, dynamic=True,
-                 reparameterize=True, device="cpu", opset=17, dynamo=False, repeats=0, threads=None)
+            dict(
+                ckpt=str(seg_ckpt),
+                format="onnx",
+                output=str(onnx),
+                height=64,
+                width=96,
+                depth=None,
+                dynamic=True,
+                reparameterize=True,
+                device="cpu",
+                opset=17,
+                dynamo=False,
+                repeats=0,
+                threads=None,
+            )
         )
     )
     predict(ckpt=str(seg_ckpt), input=str(photos), output=str(tmp_path / "ort"), backend="onnx", onnx=str(onnx))

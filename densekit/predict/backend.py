@@ -32,7 +32,8 @@ def use_onnx(predictor, onnx_path: str | None, ckpt: Path) -> None:
     path = Path(onnx_path).expanduser() if onnx_path else ckpt.with_suffix(".onnx")
     if not path.is_file():
         raise FileNotFoundError(
-            f"backend=onnx: {path} not found; export it first (python scripts/export.py ckpt={ckpt}) or give onnx=<file>"
+            f"backend=onnx: {path} not found; export it first (python scripts/export.py ckpt={ckpt}) "
+            "or give onnx=<file>"
         )
     meta = onnx_metadata(path)
     if meta.get("task") not in (None, predictor.task):

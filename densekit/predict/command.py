@@ -171,7 +171,9 @@ def run_predict(opts: dict) -> dict:
     channels = (predictor.config.get("backbone") or {}).get("in_channels") or 1
     inputs = collect(opts["input"], predictor.task, wants, channels)
     if wants == "pair" and inputs.kind == "image" and len(inputs.items) < 2:
-        raise DataError(f"input={opts['input']}: a flow checkpoint needs at least two frames, found {len(inputs.items)}")
+        raise DataError(
+            f"input={opts['input']}: a flow checkpoint needs at least two frames, found {len(inputs.items)}"
+        )
     if not inputs.items:
         listed = "; ".join(f"{s.path.name}: {s.why}" for s in inputs.skipped[:5])
         raise DataError(f"input={opts['input']}: nothing to predict on ({listed})")
@@ -257,8 +259,13 @@ class _Run:
                 cur = (path, self._load(path))
                 if prev[1] is not None and cur[1] is not None:
                     if prev[1].shape != cur[1].shape:
-                        self._fail(path, ValueError(f"size {cur[1].shape[:2]} differs from {prev[0].name}'s "
-                                                    f"{prev[1].shape[:2]}; no flow for that pair"))
+                        self._fail(
+                            path,
+                            ValueError(
+                                f"size {cur[1].shape[:2]} differs from {prev[0].name}'s "
+                                f"{prev[1].shape[:2]}; no flow for that pair"
+                            ),
+                        )
                     else:
                         flow = self.p.predict(prev[1], cur[1], flip=self.kw["flip"], scales=self.kw["scales"])
                         outputs.write_flow(self.out, self.names[prev[0]], flow, self.opts["max_flow"])
@@ -275,8 +282,10 @@ class _Run:
         ok, frame = cap.read() if cap.isOpened() else (False, None)
         if not ok:
             cap.release()
-            raise DataError(f"{path}: the video cannot be decoded (OpenCV read no frame); convert it, e.g. "
-                            "ffmpeg -i in.ext -c:v libx264 out.mp4, or extract its frames into a folder")
+            raise DataError(
+                f"{path}: the video cannot be decoded (OpenCV read no frame); convert it, e.g. "
+                "ffmpeg -i in.ext -c:v libx264 out.mp4, or extract its frames into a folder"
+            )
         fps = self.opts["fps"] or cap.get(cv2.CAP_PROP_FPS) or 25.0
         total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         video = outputs.FlowVideo(self.out / f"{path.stem}_flow.mp4", fps)
@@ -330,8 +339,10 @@ class _Run:
 
     def report(self, seconds: float, skipped: list[Skipped]) -> dict:
         what = "pair" if len(self.p.task_class.inputs) == 2 else ("case" if self.p.task_class.dims == 3 else "image")
-        print(f"predicted {self.predicted} {what}(s) with task={self.p.task!r} -> {self.out} "
-              f"({self.written} files) in {seconds:.1f} s")
+        print(
+            f"predicted {self.predicted} {what}(s) with task={self.p.task!r} -> {self.out} "
+            f"({self.written} files) in {seconds:.1f} s"
+        )
         for title, entries in (("failed (unreadable)", self.failed), ("skipped", skipped)):
             if entries:
                 print(f"{title}: {len(entries)}")

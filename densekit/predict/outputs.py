@@ -79,7 +79,11 @@ def write_flow(out: Path, name: str, flow: np.ndarray, max_flow: float | None = 
 def write_volume(out: Path, name: str, labels_dhw: np.ndarray, affine: np.ndarray):
     from ..data.readers.volume import dhw_to_nifti
 
-    write_nifti(out / f"{name}.nii.gz", dhw_to_nifti(labels_dhw).astype(np.uint8 if labels_dhw.max() < 256 else np.int32), affine)
+    write_nifti(
+        out / f"{name}.nii.gz",
+        dhw_to_nifti(labels_dhw).astype(np.uint8 if labels_dhw.max() < 256 else np.int32),
+        affine,
+    )
 
 
 class FlowVideo:

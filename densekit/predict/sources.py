@@ -101,11 +101,21 @@ def collect(spec: str, task: str, wants: str, channels: int | None = None) -> In
             why = "a video inside a folder (give it alone: input=<video>)" if wants == "pair" else "a video"
             out.skipped.append(Skipped(path, f"{why}; not an input of a task={task!r} checkpoint"))
         elif kind is not None:
-            out.skipped.append(Skipped(path, f"{'a NIfTI volume' if kind == 'volume' else 'an image'}, "
-                                             f"not an input of a task={task!r} checkpoint"))
+            out.skipped.append(
+                Skipped(
+                    path,
+                    f"{'a NIfTI volume' if kind == 'volume' else 'an image'}, "
+                    f"not an input of a task={task!r} checkpoint",
+                )
+            )
         else:
-            out.skipped.append(Skipped(path, f"not {'a NIfTI volume' if want_kind == 'volume' else 'an image'} "
-                                             f"(suffix {path.suffix or 'none'!s})"))
+            out.skipped.append(
+                Skipped(
+                    path,
+                    f"not {'a NIfTI volume' if want_kind == 'volume' else 'an image'} "
+                    f"(suffix {path.suffix or 'none'!s})",
+                )
+            )
     if want_kind == "volume":
         out.items = _cases(out.items, channels or 1, out.skipped)
     return out
@@ -125,8 +135,13 @@ def _cases(paths: list[Path], channels: int, skipped: list[Skipped]) -> list[tup
                 continue
             groups.setdefault(case, {})[0] = path
         elif m is None:
-            skipped.append(Skipped(path, f"not named <case>_<4-digit channel>.nii.gz; the model takes {channels} "
-                                         "channels, one file each (e.g. case1_0000.nii.gz ... case1_0001.nii.gz)"))
+            skipped.append(
+                Skipped(
+                    path,
+                    f"not named <case>_<4-digit channel>.nii.gz; the model takes {channels} "
+                    "channels, one file each (e.g. case1_0000.nii.gz ... case1_0001.nii.gz)",
+                )
+            )
         else:
             groups.setdefault(m["case"], {})[int(m["channel"])] = path
     cases = []
