@@ -185,7 +185,7 @@ def run_predict(opts: dict) -> dict:
     if opts["backend"] == "onnx":
         from .backend import use_onnx
 
-        use_onnx(predictor, opts["onnx"], ckpt)
+        use_onnx(predictor, opts["onnx"], ckpt, inputs)
     if note:
         print(note)
     run = _Run(predictor, opts, out, names)
