@@ -23,6 +23,7 @@ __all__ = [
     "POS_NUM",
     "Rule",
     "boolean",
+    "check_script_options",
     "check_value",
     "choice",
     "describe",
@@ -105,6 +106,33 @@ def check_value(key: str, value, rule: Rule) -> str | None:
     if expected is None:
         return None
     return f"{key}={format_value(value)}: expected {expected}, got {describe(value)}"
+
+
+def check_script_options(
+    config: dict, rules: dict[str, Rule], required: dict[str, str], text: Iterable[str], usage: str
+) -> dict:
+    """A script's options (scripts/export.py, scripts/predict.py: the plain config Hydra composed), checked:
+    no key outside ``rules``; every ``required`` key given (``{key: placeholder}`` for the message
+    ``missing ckpt=<path>``); the ``text`` keys (paths, devices) kept as text when Hydra read them as a
+    boolean or a number (``output=17`` is a file called 17); then every rule, the first failure raised as a
+    ``ConfigError`` that lists the other wrong keys. Returns the options."""
+    from .errors import ConfigError
+
+    unknown = sorted(set(config) - set(rules))
+    if unknown:
+        raise ConfigError(f"unknown option {unknown[0]!r}; expected one of {sorted(rules)}\n{usage}")
+    opts = dict(config)
+    for key, placeholder in required.items():
+        if opts.get(key) in (None, MISSING, ""):
+            raise ConfigError(f"missing {key}=<{placeholder}>\n{usage}")
+    for key in text:
+        if isinstance(opts.get(key), (bool, int, float)):
+            opts[key] = format_value(opts[key], limit=10**6)
+    problems = [p for p in (check_value(k, opts.get(k), rule) for k, rule in rules.items()) if p]
+    if problems:
+        also = f" (also wrong: {', '.join(p.split('=', 1)[0] for p in problems[1:])})" if len(problems) > 1 else ""
+        raise ConfigError(problems[0] + also)
+    return opts
 
 
 def is_int(v) -> bool:

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from ..builder import load_checkpoint_model
-from ..config_types import MISSING, boolean, check_value, choice, format_value, integer, nullable, string
-from ..errors import ConfigError, DataError
+from ..config_types import boolean, check_script_options, choice, integer, nullable, string
+from ..errors import DataError
 from .common import PARITY_ATOL, check_output_path, example_inputs_for, reparameterize
 from .onnx import export_onnx, onnx_metadata
 from .parity import check_parity
@@ -52,21 +52,7 @@ TEXT = ("ckpt", "output", "device")
 def export_options(config: dict) -> dict:
     """The checked options: every key of ``OPTIONS`` with a value of its type (``ConfigError`` otherwise,
     naming the first wrong key and listing the others)."""
-    unknown = sorted(set(config) - set(OPTIONS))
-    if unknown:
-        raise ConfigError(f"unknown option {unknown[0]!r}; expected one of {sorted(OPTIONS)}\n{USAGE}")
-    opts = dict(config)
-    if opts.get("ckpt") in (None, MISSING, ""):
-        raise ConfigError(f"missing ckpt=<path>\n{USAGE}")
-    for key in TEXT:
-        value = opts.get(key)
-        if isinstance(value, (bool, int, float)):
-            opts[key] = format_value(value, limit=10**6)
-    problems = [p for p in (check_value(k, opts.get(k), rule) for k, rule in OPTIONS.items()) if p]
-    if problems:
-        also = f" (also wrong: {', '.join(p.split('=', 1)[0] for p in problems[1:])})" if len(problems) > 1 else ""
-        raise ConfigError(problems[0] + also)
-    return opts
+    return check_script_options(config, OPTIONS, required={"ckpt": "path"}, text=TEXT, usage=USAGE)
 
 
 def output_path(opts: dict) -> Path:

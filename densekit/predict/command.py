@@ -1,11 +1,12 @@
 """What ``python scripts/predict.py ckpt=... input=... output=...`` (``densekit-predict``) does, Hydra-free.
 
-``predict_options(config)`` checks the options of conf/predict.yaml (a ``ConfigError`` naming the first wrong
-one); ``run_predict(options)`` rebuilds the model from the checkpoint (the task comes from it), collects the
-inputs (``densekit.predict.sources``), checks the output folder before any model runs (not inside an input
-folder, no input overwritten, no earlier output replaced unless ``overwrite=true``), predicts with a progress
-bar and writes the files of ``densekit.predict.outputs``. An input that cannot be read is skipped, counted and
-listed at the end (``strict=true`` stops at the first instead); nothing that was found goes unmentioned.
+``predict_options(config)`` checks the options of ``densekit.console.PredictConfig`` (a ``ConfigError``
+naming the first wrong one); ``run_predict(options)`` rebuilds the model from the checkpoint (the task comes
+from it), collects the inputs (``densekit.predict.sources``), checks the output folder before any model
+runs (not inside an input folder, no input overwritten, no earlier output replaced unless
+``overwrite=true``), predicts with a progress bar and writes the files of ``densekit.predict.outputs``. An
+input that cannot be read is skipped, counted and listed at the end (``strict=true`` stops at the first
+instead); nothing that was found goes unmentioned.
 Returns a report dict (``task``, ``predicted``, ``written``, ``skipped``, ``failed``, ``seconds``).
 """
 
@@ -16,18 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config_types import (
-    MISSING,
-    boolean,
-    check_value,
-    choice,
-    format_value,
-    integer,
-    list_of,
-    nullable,
-    number,
-    string,
-)
+from ..config_types import boolean, check_script_options, choice, integer, list_of, nullable, number, string
 from ..errors import ConfigError, DataError
 from . import outputs
 from .sources import Skipped, collect
@@ -64,19 +54,9 @@ TEXT = ("ckpt", "input", "output", "device", "onnx")
 
 
 def predict_options(config: dict) -> dict:
-    unknown = sorted(set(config) - set(OPTIONS))
-    if unknown:
-        raise ConfigError(f"unknown option {unknown[0]!r}; expected one of {sorted(OPTIONS)}\n{USAGE}")
-    opts = dict(config)
-    for key in ("ckpt", "input", "output"):
-        if opts.get(key) in (None, MISSING, ""):
-            raise ConfigError(f"missing {key}=<{'path' if key == 'ckpt' else key}>\n{USAGE}")
-    for key in TEXT:
-        if isinstance(opts.get(key), (bool, int, float)):
-            opts[key] = format_value(opts[key], limit=10**6)
-    problems = [p for p in (check_value(k, opts.get(k), rule) for k, rule in OPTIONS.items()) if p]
-    if problems:
-        raise ConfigError(problems[0])
+    """The checked options (``ConfigError`` naming the first wrong key and listing the others)."""
+    required = {"ckpt": "path", "input": "input", "output": "output"}
+    opts = check_script_options(config, OPTIONS, required=required, text=TEXT, usage=USAGE)
     if opts["mode"] == "slide" and not opts["crop"]:
         raise ConfigError("mode=slide needs crop=[h,w] (and optionally stride=[h,w])")
     return opts
@@ -132,8 +112,8 @@ def _plan(task_kind: str, fmt: str, inputs) -> tuple[dict, list[Path]]:
     key = "depth_npy" if task_kind == "depth" and fmt == "npy" else task_kind
     if inputs.kind == "volume":
         names = {case: case for case, _ in inputs.items}
-    elif inputs.kind == "video":
-        return {}, []  # frame names are known once the video is read; the mp4 is checked below
+    elif inputs.kind == "video":  # per-pair names follow the frame index; the mp4 is known up front
+        return {}, [Path(f"{inputs.items[0].stem}_flow.mp4")]
     else:
         items = inputs.items[:-1] if task_kind == "flow" else inputs.items  # a pair is named after its first frame
         names = outputs.unique_names(items)
@@ -179,8 +159,6 @@ def run_predict(opts: dict) -> dict:
         raise DataError(f"input={opts['input']}: nothing to predict on ({listed})")
     out = Path(opts["output"]).expanduser()
     names, planned = _plan(kind, opts["format"], inputs)
-    if inputs.kind == "video":
-        planned = [Path(f"{inputs.items[0].stem}_flow.mp4")]
     _check_output(out, inputs, [out / p for p in planned], opts["overwrite"])
     if opts["backend"] == "onnx":
         from .backend import use_onnx
