@@ -1,8 +1,9 @@
 """Evaluation is validation: a checkpoint rebuilt (``densekit.builder``), its model wrapped for test-time
 augmentation or sliding windows (``densekit.models.wrappers``), then scored by ``pl.Trainer.validate`` with
 the task's own validation step and metrics -- one loop for every task, so that offline numbers equal the
-training run's by construction. Baselines (zero motion, OpenCV DIS, the training mean depth) are models
-scored by the same validate. ``scripts/evaluate.py`` (Hydra, ``conf/eval.yaml``) is the command line.
+training run's by construction. Baselines (zero motion, OpenCV DIS, the training mean depth;
+``densekit.evaluation_data``) are models scored by the same validate. ``scripts/evaluate.py`` (Hydra,
+``conf/eval.yaml``) is the command line.
 
 Everything that can be checked before a model is built is checked first (``prepare``): option types and
 which task they apply to, that the data fits the checkpoint's task and classes, that ``save_dir`` is
@@ -19,10 +20,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .builder import checkpoint_config, load_checkpoint_model, read_checkpoint, split_data_config
+from .builder import checkpoint_config, load_checkpoint_model, read_checkpoint
 from .config_schema import format_value, validate_config
 from .errors import ConfigError, DataError
-from .models.baselines import ConstantDepth, DISFlow, ZeroFlow
+from .evaluation_data import BASELINES, eval_dataset
 from .models.wrappers import FlipTTA, FlowTTA, SlidingWindow
 from .tasks import get_task
 
@@ -181,39 +182,6 @@ def prepare(opts: dict, data: dict | None, data_overrides: list[str]) -> tuple[P
     return ckpt, config, data, check_save_dir(opts.get("save_dir"), data)
 
 
-class _First(torch.utils.data.Dataset):
-    """The first ``n`` samples of ``dataset`` (``limit=N``); its other attributes (labels, class_names) show."""
-
-    def __init__(self, dataset, n: int):
-        self.dataset, self.n = dataset, min(int(n), len(dataset))
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, index: int):
-        if index >= self.n:
-            raise IndexError(index)
-        return self.dataset[index]
-
-    def __getattr__(self, name: str):
-        return getattr(self.__dict__["dataset"], name)
-
-
-def eval_dataset(data: dict, split: str, targets: tuple[str, ...], dims: int, limit: int | None = None):
-    """``split`` of the dataset a plain data config describes, as training builds it but never augmented;
-    volumes whole (the sliding window covers them); the first ``limit`` samples."""
-    from .data import build_dataset
-
-    name, kwargs, _, lengths = split_data_config(data)
-    kwargs.pop("augment", None)
-    if dims == 3:
-        kwargs["val_patch"] = None
-    if lengths.get(split):
-        kwargs["length"] = lengths[split]
-    dataset = build_dataset(name, split, targets=tuple(targets), **kwargs)
-    return _First(dataset, limit) if limit else dataset
-
-
 def check_classes(ckpt: Path, config: dict, data: dict, dataset) -> tuple[int, list[str]]:
     """(number of classes, their names) of the evaluation data, refused in one line when the count differs
     from what the checkpoint predicts. The data's own list wins for names (classes.txt, dataset.json)."""
@@ -235,36 +203,6 @@ def check_classes(ckpt: Path, config: dict, data: dict, dataset) -> tuple[int, l
     if training and names != training:
         print(f"note: data={data['name']} names its classes {names}; the training named them {training}")
     return count, names
-
-
-# -- baselines: models scored by the same validation ------------------------------------------------------
-def train_mean_depth(data: dict, targets, limit: int) -> float:
-    """Mean valid depth over the first ``limit`` train samples."""
-    dataset = eval_dataset(data, "train", targets, 2, limit)
-    total, count = 0.0, 0
-    for i in range(len(dataset)):
-        s = dataset[i]
-        keep = s["valid"][None] & torch.isfinite(s["depth"]) & (s["depth"] > 0)
-        total += float(s["depth"][keep].double().sum())
-        count += int(keep.sum())
-    if not count:
-        raise DataError("baseline=train_mean: no valid depth in the train split")
-    return total / count
-
-
-def _train_mean(data, targets, opts):
-    depth = train_mean_depth(data, targets, int(opts.get("limit") or 256))
-    return ConstantDepth(depth), f"constant {depth:.3f} m (mean valid depth of the train split)", {"mean_depth": depth}
-
-
-# baseline=<name> per task: (data config, targets, options) -> (model, description, extra results)
-BASELINES = {
-    "depth": {"train_mean": _train_mean},
-    "flow": {
-        "zero": lambda *_: (ZeroFlow(), "zero motion", {}),
-        "dis": lambda *_: (DISFlow(), "OpenCV DIS optical flow (medium preset)", {}),
-    },
-}
 
 
 # -- wrapping and validating ------------------------------------------------------------------------------
