@@ -368,3 +368,53 @@ def make_brats(root, cases=("BraTS2021_00000", "BraTS2021_00001"), naming="brats
             save_nifti(root / case / f"{case}{sep}{m}.nii.gz", modality(c))
         save_nifti(root / case / f"{case}{sep}seg.nii.gz", lesion(values) if seg is None else seg)
     return root
+
+
+# first-contact folder builders (test_seg_first_contact.py, test_seg_images.py): a tiny image size
+FC_H, FC_W = 20, 24
+
+
+def box_mask(value=255, h=FC_H, w=FC_W, k=0):
+    """0 background with a value-filled box (moved by k so samples differ)."""
+    m = np.zeros((h, w), np.uint8)
+    m[4 + k : 12 + k, 6:18] = value
+    return m
+
+
+def rgb_image(h=FC_H, w=FC_W, k=0):
+    ys, xs = np.mgrid[0:h, 0:w]
+    return np.stack([xs * 9 % 256, ys * 11 % 256, np.full_like(xs, 40 * k)], -1).astype(np.uint8)
+
+
+def write_folder(root, masks, images=None, classes="background\nobject\n", split="train", suffix=".png"):
+    """masks: {stem: PIL image or uint8 array}; images: {stem: PIL image or array} (default: RGB
+    gradients)."""
+    (root / "images" / split).mkdir(parents=True, exist_ok=True)
+    (root / "masks" / split).mkdir(parents=True, exist_ok=True)
+    for k, (stem, mask) in enumerate(masks.items()):
+        mask = mask if isinstance(mask, Image.Image) else Image.fromarray(mask)
+        mask.save(root / "masks" / split / f"{stem}.png")
+        if images is not None and stem in images and images[stem] is None:
+            continue  # the test wrote this image itself
+        image = (images or {}).get(stem)
+        if image is None:
+            image = rgb_image(mask.height, mask.width, k)
+        image = image if isinstance(image, Image.Image) else Image.fromarray(image)
+        ext = suffix if not isinstance(suffix, dict) else suffix[stem]
+        image.save(root / "images" / split / f"{stem}{ext}")
+    if classes is not None:
+        (root / "classes.txt").write_text(classes)
+    return root
+
+
+def binary_dataset(root, n_train=4, n_val=2, h=FC_H, w=FC_W):
+    """0/255 masks (what most annotation tools export), JPEG images, a 2-class list."""
+    for split, n in (("train", n_train), ("val", n_val)):
+        write_folder(root, {f"s{i}": box_mask(255, h, w, i % 4) for i in range(n)}, split=split, suffix=".jpg")
+    return root
+
+
+def grey16(values, h=FC_H, w=FC_W):
+    """A 16-bit grey PNG (Pillow mode I;16) holding ``values`` tiled over the image."""
+    arr = np.resize(np.asarray(values, np.uint16), (h, w))
+    return Image.fromarray(arr), arr
