@@ -84,6 +84,7 @@ TOP = {
     "nonfinite": choice("raise", "skip"),
     "resume": nullable(choice("auto")),
     "overwrite": boolean(),
+    "threads": one_of(integer(1, what="an int >= 1"), choice("auto")),
     "checkpoint": mapping(
         {
             "every_n_train_steps": NONNEG,

@@ -9,6 +9,7 @@ builder) takes plain arguments; Hydra entry points (train.py, scripts, ``denseki
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -17,6 +18,7 @@ import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelSummary
 
@@ -30,6 +32,7 @@ from .checkpointing import (
     remove_stale_temp_files,
 )
 from .data import DATASETS
+from .data.datamodule import available_cpus, resolve_threads
 from .datacheck import check_data, record_fingerprint
 from .resume import RNGState, check_resume_checkpoint, init_weights, resume_point, resume_warnings
 from .runinfo import config_tree, write_git_info
@@ -157,6 +160,37 @@ def resume_command(run_dir: Path) -> str:
     return " ".join(w if w.startswith("<") else shlex.quote(w) for w in words)
 
 
+def training_threads(cfg: DictConfig, trainer_kwargs: dict, num_workers: int) -> int:
+    """The run's torch intra-op threads (top-level ``threads``, see ``resolve_threads``): CPU DDP processes
+    of this machine share its CPUs."""
+    processes = 1
+    devices = trainer_kwargs.get("devices", 1)
+    if str(trainer_kwargs.get("accelerator")) == "cpu" and isinstance(devices, int) and devices > 1:
+        processes = devices
+    threads = resolve_threads(cfg.get("threads", "auto"), num_workers, processes)
+    log.info(
+        "torch threads: %d (threads=%s; %d CPUs, data.num_workers=%d, %d training process(es))",
+        threads,
+        cfg.get("threads", "auto"),
+        available_cpus(),
+        num_workers,
+        processes,
+    )
+    return threads
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's intra-op thread count is ``n`` inside, the caller's again after (train() may be called from
+    a notebook or a sweep, which keep their own setting)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train per ``cfg``; returns the final validation metrics, of the best checkpoint when a monitored
     validation ran (else of last.ckpt; the printed summary and ``last_run`` say which and why)."""
@@ -197,6 +231,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = datamodule_from_config(config)
     names = check_data(cfg, datamodule)
+    threads = training_threads(cfg, trainer_kwargs, datamodule.num_workers)
     quiet_library_logs()
     record_fingerprint(run_dir, datamodule)
     # Sintel / KITTI mark non-occluded pixels: then the flow metrics are also split into noc / occ
@@ -267,8 +302,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         use_distributed_sampler=False,
         **trainer_kwargs,
     )
-    with warnings.catch_warnings():
-        # The synthetic data is generated in the main process on purpose (it is cheaper than a worker).
+    with warnings.catch_warnings(), torch_threads(threads):
+        # Loader workers are chosen for the machine (data.num_workers, threads): Lightning's advice to use
+        # more workers assumes the CPUs are free for them.
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         # claim_run_dir has dealt with a used directory (resume, refuse or move aside)
         warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")

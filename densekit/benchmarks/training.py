@@ -37,7 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=30, help="timed steps per loop (over all rounds)")
     p.add_argument("--rounds", type=int, default=3, help="alternations Lightning / bare")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps at the start of every round")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: the config's threads, as train.py)"
+    )
     p.add_argument("--workers", type=int, default=None, help="data.num_workers (default: the data config's)")
     p.add_argument("--config-dir", type=Path, default=CONF, help="the Hydra config tree (default: conf/)")
     p.add_argument("overrides", nargs="*", help="more Hydra overrides, e.g. trainer.precision=bf16-mixed")
@@ -92,11 +94,14 @@ def build_run(args: argparse.Namespace, n_round: int):
 def run(args: argparse.Namespace) -> dict:
     import pytorch_lightning as pl
 
-    torch.set_num_threads(args.threads)
+    from densekit.data.datamodule import resolve_threads
+
     per_round = max(1, -(-args.steps // args.rounds))  # ceil
     n_round = args.warmup + per_round
     first = max(1, args.warmup)  # step i is timed from the end of step i-1: step 0 never is
     cfg, datamodule, module = build_run(args, n_round)
+    threads = args.threads or resolve_threads(cfg.get("threads", "auto"), datamodule.num_workers)
+    torch.set_num_threads(threads)
     trainer_cfg = cfg.trainer
     clip = trainer_cfg.get("gradient_clip_val")
 
@@ -185,7 +190,7 @@ def run(args: argparse.Namespace) -> dict:
     print(
         f"\ntraining throughput: task={args.task} {args.backbone}+{args.head} at {args.size}x{args.size}, "
         f"batch {args.batch}, precision={trainer_cfg.precision}, data.num_workers={cfg.data.num_workers}, "
-        f"{args.threads} thread(s); {args.rounds} alternating rounds, medians of "
+        f"{threads} thread(s); {args.rounds} alternating rounds, medians of "
         f"{rows['bare']['n']} steps per loop after {args.warmup} warm-up steps per round"
     )
     print("| loop | step (ms) | images/s | data wait (ms) | data wait (% of step time) |")
@@ -197,4 +202,4 @@ def run(args: argparse.Namespace) -> dict:
             f"{row['data_wait_ms']:.1f} | {100 * row['data_wait_frac']:.1f} |"
         )
     print(f"Lightning overhead: {100 * overhead:+.1f} % of the bare loop's step time (goal <= 3 %)")
-    return {"rows": rows, "overhead": overhead}
+    return {"rows": rows, "overhead": overhead, "threads": threads, "workers": datamodule.num_workers}

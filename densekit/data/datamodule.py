@@ -50,6 +50,24 @@ def resolve_num_workers(value: int | str) -> int:
     return workers
 
 
+def resolve_threads(value: int | str, num_workers: int, processes: int = 1) -> int:
+    """Top-level ``threads``: torch intra-op threads of each training process. ``"auto"`` = the available
+    CPUs left after ``num_workers`` loader processes per training process (each worker runs single-threaded),
+    shared by the ``processes`` training processes of this machine (CPU DDP), at least 1: measured on 2 cores
+    (``scripts/benchmark.py train``), 2 training threads beside a loader worker ran slower than 1, because
+    OpenMP's threads wait for the one that shares its core. An int is used as given."""
+    if value == "auto":
+        processes = max(1, int(processes))
+        return max(1, (available_cpus() - processes * int(num_workers)) // processes)
+    try:
+        threads = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"threads={value!r}: expected an int >= 1 or 'auto'") from None
+    if threads < 1:
+        raise ValueError(f"threads={value!r}: expected an int >= 1 or 'auto'")
+    return threads
+
+
 class Repeated(Dataset):
     """``dataset`` seen ``length`` times per epoch: index ``i`` is sample ``i % len(dataset)``. Each repeat
     has its own index, so ``SeededSamples`` gives it its own augmentation."""
