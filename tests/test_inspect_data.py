@@ -263,7 +263,9 @@ def test_fingerprint_synthetic_samples_and_quick_check(tmp_path):
     assert fp["size"]["median"] == [32, 48] and fp["dtypes"] == {"float32": 2}
     assert len(fp["labels"]["class_names"]) == 5 and abs(sum(fp["labels"]["class_frequency"]) - 1) < 1e-4
     s = suggest(fp, {"name": "synthetic", "num_workers": 0}, "seg", cpus=8)
-    assert s["data.num_workers"]["value"] == 0  # generated data: no workers
+    assert s["data.num_workers"]["value"] == 7  # generated 2D scenes: workers as for files
+    volumes = fingerprint(build_dataset("synthetic_volume", "val", length=2, size=(16, 16, 16)), max_samples=1)
+    assert suggest(volumes, {"name": "synthetic_volume"}, "volume", cpus=8)["data.num_workers"]["value"] == 0
     assert "data.augment.crop" not in s  # generated at the configured size
 
     root = make_binary_folder(tmp_path / "data", n_train=3, n_val=1)

@@ -22,12 +22,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heads", nargs="+", default=["lraspp", "unet", "fpn", "deeplabv3plus", "ffnet"])
 
 
-def run(args: argparse.Namespace) -> list[dict]:
+def lraspp_vs_torchvision(size: int, steps: int) -> dict[str, float]:
+    """Median seconds of densekit's LR-ASPP MobileNetV3-Large (dilated, 21 classes) and torchvision's, timed
+    in turn at ``size``², batch 1; printed as a line."""
     from torchvision.models.segmentation import lraspp_mobilenet_v3_large
 
     from densekit import create_model
 
-    x = torch.rand(1, 3, args.size, args.size)
+    x = torch.rand(1, 3, size, size)
     torch.manual_seed(0)
     ours = create_model(
         "seg",
@@ -37,12 +39,20 @@ def run(args: argparse.Namespace) -> list[dict]:
     ).eval()
     tv = lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=21).eval()
     with torch.no_grad():
-        t = interleaved_medians({"densekit": lambda: ours(x), "torchvision": lambda: tv(x)}, args.steps)
-    print(f"\nLR-ASPP MobileNetV3-Large at {args.size}x{args.size}, median of {args.steps}:")
+        t = interleaved_medians({"densekit": lambda: ours(x), "torchvision": lambda: tv(x)}, steps)
+    print(f"\nLR-ASPP MobileNetV3-Large at {size}x{size}, median of {steps}:")
     print(
         f"  densekit {t['densekit'] * 1000:.1f} ms | torchvision {t['torchvision'] * 1000:.1f} ms | "
         f"ratio {ratio(t['densekit'], t['torchvision']):.3f}"
     )
+    return t
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    from densekit import create_model
+
+    lraspp_vs_torchvision(args.size, args.steps)
+    x = torch.rand(1, 3, args.size, args.size)
 
     rows = []
     print(f"\n| backbone | head | params (M) | GMACs | CPU latency (ms, median of {args.steps}) |")

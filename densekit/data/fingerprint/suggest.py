@@ -114,12 +114,19 @@ def suggest(
         if channels:
             add("backbone.in_channels", int(channels), f"the volumes have {channels} channel(s)")
     cpus = int(cpus or len(os.sched_getaffinity(0)))
-    workers = 0 if not files else min(8, max(0, cpus - 1))
+    # generated volumes cost far less than a 3D step; generated 2D scenes about half a 2D step on one core,
+    # so they get a worker like files do (scripts/benchmark.py train measures the data wait)
+    generated_volumes = not files and task == "volume"
+    workers = 0 if generated_volumes else min(8, max(0, cpus - 1))
     add(
         "data.num_workers",
         workers,
         f"{cpus} CPU(s) available to this process"
-        + ("; generated data needs no workers" if not files else "; one is left to the training loop"),
+        + (
+            "; generated volumes need no workers"
+            if generated_volumes
+            else "; one is left to the training loop (threads=auto gives it the CPUs the workers leave)"
+        ),
     )
     labels = train.get("labels")
     if labels:
