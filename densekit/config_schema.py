@@ -55,6 +55,7 @@ from .config_types import (
 from .errors import ConfigError
 
 __all__ = [
+    "RUN_OPTIONS",
     "Rule",
     "boolean",
     "check_value",
@@ -75,6 +76,26 @@ __all__ = [
     "string",
     "validate_config",
 ]
+
+
+# Top-level run options whose rule lives here (the rest of conf/train.yaml's top level: ``config_rules.TOP``).
+# channels_last: 2D tasks only (densekit.tasks.base applies it to 4D image batches; see ``_option_checks``).
+RUN_OPTIONS = {"channels_last": boolean()}
+
+
+def _option_checks(config: dict) -> list[tuple[str, object, str]]:
+    """(key, value, what is expected) for the run options that depend on the task."""
+    task = _name(config, "task")
+    if config.get("channels_last") is True and tables.TASK_DIMS.get(task, 2) == 3:
+        return [
+            (
+                "channels_last",
+                True,
+                f"false for task={task}: channels_last applies to 2D image tasks (4D batches); 3D volumes "
+                f"(channels_last_3d) are not supported",
+            )
+        ]
+    return []
 
 
 def _name(config: dict, group: str):
@@ -112,7 +133,7 @@ def rules_for(config: dict) -> dict[str, Rule]:
             if inner:
                 add(path, inner)
 
-    add("", tables.TOP)
+    add("", {**tables.TOP, **RUN_OPTIONS})
     for group, table in groups.items():
         rules[group] = mapping(what=f"a mapping (the {group} config group)")
         add(group, table)
@@ -200,7 +221,7 @@ def validate_config(config: dict, groups: Iterable[str] | None = None, check_fil
         keep = tuple(groups)
         rules = {k: r for k, r in rules.items() if k.split(".")[0] in keep}
     problems = _walk(config, rules)
-    for key, value, what in tables.cross_checks(config) + components.cross_checks(config):
+    for key, value, what in tables.cross_checks(config) + components.cross_checks(config) + _option_checks(config):
         if groups is None or key.split(".")[0] in tuple(groups):
             problems.append(f"{key}={format_value(value)}: expected {what}")
     if problems:

@@ -12,6 +12,12 @@ On a GPU with ``mamba_ssm`` installed the fused CUDA kernel runs. On the CPU the
 numba runs (``densekit/ops_numba.py``, forward and backward; ``DENSEKIT_NUMBA=0`` turns it off), except
 under tracing, export or torch.compile. Everywhere else the pure-PyTorch chunked scan of
 ``densekit/ops_torch.py`` runs, in blocks of time steps that bound its memory.
+
+``selective_scan_tokens`` and ``causal_conv1d_silu`` are the Mamba block's token-major (B, L, channels)
+forms: on the CPU compiled kernels that read the linear layers' outputs in place and fuse the dt
+projection, delta_bias, softplus, D and the SiLU(z) gate into the scan (and SiLU into the conv); on any
+other path they reduce to ``selective_scan`` / ``F.conv1d`` on transposed views (the same decision,
+``uses_compiled``).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .ops_torch import CHUNK, scan_block
 
-__all__ = ["selective_scan", "selective_scan_ref"]
+__all__ = ["selective_scan", "selective_scan_ref", "selective_scan_tokens", "causal_conv1d_silu", "uses_compiled"]
 
 # Working-set cap (elements of one (L, B, D, N) tensor). Longer sequences are processed in blocks of
 # time steps carrying the state, recomputed in backward (checkpointing), so memory stays bounded
@@ -60,6 +66,54 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     if _use_compiled(u, delta, A, B, C, D, z, delta_bias):
         return _selective_scan_compiled(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     return _selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+
+
+def selective_scan_tokens(
+    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, delta_proj=None
+):  # fmt: skip
+    """``selective_scan`` in the token-major layout of the Mamba block's linear layers: u, delta, z
+    (B, L, D); B, C (B, L, N) (shared by all channels); returns (B, L, D). With ``delta_proj`` (D, R)
+    delta is the low-rank (B, L, R) input of the block's dt projection: delta := F.linear(delta,
+    delta_proj). Any strides: views into in_proj's / x_proj's outputs go in without copies. On the CPU
+    the compiled kernel fuses the dt projection, delta_bias, softplus, D and the SiLU(z) gate; elsewhere
+    (GPU, tracing, export, torch.compile, no numba) this is ``selective_scan`` on the transposed views."""
+    if u.dim() != 3:
+        raise ValueError(f"selective_scan_tokens: u must be (B, L, D), got shape {tuple(u.shape)}")
+    if B.dim() != 3 or C.dim() != 3:
+        raise ValueError(f"selective_scan_tokens: B and C must be (B, L, N), got {tuple(B.shape)}, {tuple(C.shape)}")
+    if delta_proj is not None and (
+        delta_proj.dim() != 2 or delta.dim() != 3 or delta.shape[-1] != delta_proj.shape[1]
+        or delta_proj.shape[0] != u.shape[-1] or delta.shape[:2] != u.shape[:2]
+    ):  # fmt: skip
+        raise ValueError(
+            f"selective_scan_tokens: delta_proj must be (D, R) for delta (B, L, R) and u (B, L, D); got "
+            f"{tuple(delta_proj.shape)}, {tuple(delta.shape)}, {tuple(u.shape)}"
+        )
+    if uses_compiled(u, delta, A, B, C, D, z, delta_bias, delta_proj) and not A.is_complex():
+        dt_shape = delta.transpose(1, 2) if delta_proj is None else u.transpose(1, 2)  # for the checks only
+        _check(u.transpose(1, 2), dt_shape, A, B.transpose(1, 2), C.transpose(1, 2), D,
+               None if z is None else z.transpose(1, 2), delta_bias)  # fmt: skip
+        ct = torch.promote_types(u.dtype, torch.float32)
+        args = [None if X is None else X.to(ct) for X in (u, delta, A, B, C, D, z, delta_bias, delta_proj)]
+        save = torch.is_grad_enabled() and any(X is not None and X.requires_grad for X in args)
+        return _TokenScan.apply(*args, bool(delta_softplus), save).to(u.dtype)
+    if delta_proj is not None:
+        delta = F.linear(delta, delta_proj)  # (B, L, D)
+    t = [None if X is None else X.transpose(1, 2) for X in (u, delta, B, C, z)]  # (B, D or N, L) views
+    y = selective_scan(t[0], t[1], A, t[2], t[3], D, t[4], delta_bias, delta_softplus)  # (B, D, L)
+    return y.transpose(1, 2)  # (B, L, D)
+
+
+def causal_conv1d_silu(x, weight, bias=None):
+    """silu(causal depthwise conv1d) on token-major x (B, L, D), weight (D, 1, K) and bias (D,) of an
+    ``nn.Conv1d(D, D, K, groups=D, padding=K-1)`` whose first L outputs are kept (the Mamba block's
+    conv). Returns (B, L, D), contiguous. Compiled on the CPU; elsewhere F.conv1d on the transposed view."""
+    if uses_compiled(x, weight, bias) and x.dtype == weight.dtype and (bias is None or bias.dtype == x.dtype):
+        return _CausalConvSilu.apply(x, weight, bias)
+    length = x.shape[1]
+    k = weight.shape[-1]
+    y = F.conv1d(x.transpose(1, 2), weight, bias, padding=k - 1, groups=weight.shape[0])  # (B, D, L + K - 1)
+    return F.silu(y[..., :length]).transpose(1, 2)  # (B, L, D)
 
 
 def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
@@ -167,6 +221,11 @@ def _use_compiled(*tensors) -> bool:
     if any(type(t) is not torch.Tensor and not isinstance(t, torch.nn.Parameter) for t in ts):
         return False  # tensor subclasses (fake/functional tensors, torch.func transforms) have no storage
     return _compiled() is not None
+
+
+def uses_compiled(*tensors) -> bool:
+    """Whether these tensors (None skipped) take the compiled CPU kernels (see ``_use_compiled``)."""
+    return _use_compiled(*tensors)
 
 
 def _selective_scan_compiled(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
@@ -303,6 +362,164 @@ def _bc_grad(part, per_channel, X, shape, groups, dim):
     if len(shape) == 3:
         return g[:, 0].transpose(1, 2)  # (B, N, L)
     return g.permute(0, 1, 3, 2)  # (B, G, N, L)
+
+
+# --- token-major compiled kernels of the Mamba block ----------------------------------------------
+
+_WIDTHS = (64, 32, 16, 8)  # block widths the kernels are compiled for as constants (ops_numba.py)
+
+
+def _token_width(batch, dim, threads):
+    """Channels per job for the token-major scan: the widest of 64/32/16/8 dividing D that still gives
+    each thread about two jobs (else the narrowest that divides D); D not a multiple of 8: its largest
+    divisor <= 8."""
+    fits = [w for w in _WIDTHS if dim % w == 0]
+    if not fits:
+        return max(w for w in range(1, 9) if dim % w == 0)
+    good = [w for w in fits if batch * (dim // w) >= 2 * threads]
+    return good[0] if good else fits[-1]
+
+
+def _np(X, like):
+    """X as a numpy array for the kernels; when X is None a 1-element placeholder of like's dtype (the
+    kernels are typed on it and read it only when the matching flag is set)."""
+    return like.new_empty(1).numpy() if X is None else X.detach().numpy()
+
+
+def _flat(X, like):
+    """A (B, L, C) tensor for the token-major kernels: (flat 1-D numpy array from its first to its last
+    element, batch stride, row stride). Columns must be contiguous (else a copy is made); any row and
+    batch strides go in as they are, so column slices of a linear layer's output are not copied."""
+    if X is None:
+        return like.new_empty(1).numpy(), 0, 0
+    X = X.detach()
+    if X.stride(-1) != 1 and X.shape[-1] > 1:
+        X = X.contiguous()
+    sb, sr = (X.stride(0) if X.shape[0] > 1 else 0), (X.stride(1) if X.shape[1] > 1 else 0)
+    span = (X.shape[0] - 1) * sb + (X.shape[1] - 1) * sr + X.shape[2]
+    return X.as_strided((span,), (1,), X.storage_offset()).numpy(), sb, sr
+
+
+def _token_arrays(u, delta, z, B, C, AT, WT, D, delta_bias):
+    """The kernels' leading arguments: the flat u, delta, z, B, C, their strides, A^T, the dt
+    projection's W^T (a 2-D placeholder without one), D, delta_bias."""
+    flats = [_flat(X, u) for X in (u, delta, z, B, C)]
+    st = tuple(v for _, sb, sr in flats for v in (sb, sr))
+    WT = u.new_empty(1, 1) if WT is None else WT
+    return (*(f for f, _, _ in flats), st, AT.numpy(), WT.numpy(), _np(D, u), _np(delta_bias, u))
+
+
+class _TokenScan(torch.autograd.Function):
+    """out = (scan(u, softplus(delta' + delta_bias), A, B, C) + D u) * silu(z), delta' = delta or
+    F.linear(delta, delta_proj), token-major, forward and backward by the numba kernels
+    (densekit/ops_numba.py: tokens_forward / tokens_backward). Saves the inputs and the state every
+    _CKPT_STEPS steps; backward recomputes the rest."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_proj, softplus, save):
+        nb = _compiled()
+        batch, length, dim = u.shape
+        n = A.shape[1]
+        threads = nb.set_threads(torch.get_num_threads())
+        W, K = _token_width(batch, dim, threads), _CKPT_STEPS
+        AT = A.detach().t().contiguous()  # (N, D)
+        WT = None if delta_proj is None else delta_proj.detach().t().contiguous()  # (R, D)
+        out = u.new_empty(batch, length, dim)  # (B, L, D)
+        ckpt = u.new_empty(batch, (length + K - 1) // K if save else 0, n, dim)  # state at each segment start
+        flags = (z is not None, D is not None, delta_proj is not None, delta_bias is not None, softplus)
+        arrays = _token_arrays(u, delta, z, B, C, AT, WT, D, delta_bias)
+        nb.tokens_forward(*arrays, flags, W, K, out.numpy(), ckpt.numpy(), save)
+        if save:
+            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, delta_proj, AT, WT, ckpt)
+            ctx.meta = (flags, W, K)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        nb = _compiled()
+        u, delta, A, B, C, D, z, delta_bias, delta_proj, AT, WT, ckpt = ctx.saved_tensors
+        flags, W, K = ctx.meta
+        batch, length, dim = u.shape
+        n = A.shape[1]
+        nb.set_threads(torch.get_num_threads())
+        nblk = dim // W
+        go = grad_out.to(u.dtype).contiguous()  # (B, L, D)
+        du, ddelta = u.new_empty(batch, length, dim), u.new_empty(batch, length, dim)  # (B, L, D)
+        dz = u.new_empty(batch, length, dim) if z is not None else u.new_empty(1, 1, 1)
+        parts = (
+            u.new_empty(batch, n, dim),  # dA
+            u.new_empty(batch, nblk, length, n),  # dB: each block's channels summed
+            u.new_empty(batch, nblk, length, n),  # dC
+            u.new_empty(batch, dim),  # dD
+            u.new_empty(batch, dim),  # d delta_bias
+        )
+        arrays = _token_arrays(u, delta, z, B, C, AT, WT, D, delta_bias)
+        nb.tokens_backward(
+            *arrays, flags, W, K, ckpt.numpy(), go.detach().numpy(), du.numpy(), ddelta.numpy(), dz.numpy(),
+            tuple(p.numpy() for p in parts),
+        )  # fmt: skip
+        dA, dB, dC, dD, dbias = parts
+        dproj = None
+        if delta_proj is not None:  # ddelta is the gradient of the projected (B, L, D) delta
+            dproj = ddelta.reshape(-1, dim).t() @ delta.reshape(-1, delta.shape[-1])  # (D, R)
+            ddelta = ddelta @ delta_proj  # (B, L, R)
+        return (
+            du,
+            ddelta,
+            dA.sum(0).t(),  # (D, N)
+            dB.sum(1),  # (B, L, N)
+            dC.sum(1),
+            dD.sum(0) if D is not None else None,
+            dz if z is not None else None,
+            dbias.sum(0) if delta_bias is not None else None,
+            dproj,
+            None,
+            None,
+        )
+
+
+# Steps per job of the compiled conv at most (backward recomputes K - 1 steps per span).
+_CONV_SPAN = 1024
+
+
+class _CausalConvSilu(torch.autograd.Function):
+    """silu(causal depthwise conv1d) token-major by the numba kernels (ops_numba.conv_forward/backward);
+    saves the input, recomputes the pre-activation in backward."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        nb = _compiled()
+        batch, length, dim = x.shape
+        threads = nb.set_threads(torch.get_num_threads())
+        # spans of at most _CONV_SPAN steps, and at least two jobs per thread where L allows
+        nspan = max(1, -(-length // _CONV_SPAN), min(length, -(-2 * threads // batch)))
+        wT = weight.detach().reshape(dim, -1).t().contiguous()  # (K, D)
+        out = x.new_empty(batch, length, dim)  # (B, L, D)
+        xf, sb, sr = _flat(x, x)
+        nb.conv_forward(xf, sb, sr, wT.numpy(), _np(bias, x), bias is not None, nspan, out.numpy())
+        ctx.save_for_backward(x, weight, bias, wT)
+        ctx.nspan = nspan
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        nb = _compiled()
+        x, weight, bias, wT = ctx.saved_tensors
+        batch, length, dim = x.shape
+        nspan = ctx.nspan
+        nb.set_threads(torch.get_num_threads())
+        gx = x.new_empty(batch, length, dim)
+        gw = x.new_empty(batch * nspan, wT.shape[0], dim)  # per job
+        gb = x.new_empty(batch * nspan, dim)
+        xf, sb, sr = _flat(x, x)
+        nb.conv_backward(
+            xf, sb, sr, wT.numpy(), _np(bias, x), bias is not None, nspan,
+            grad_out.to(x.dtype).contiguous().numpy(), gx.numpy(), gw.numpy(), gb.numpy(),
+        )  # fmt: skip
+        dw = gw.sum(0).t().reshape(weight.shape)  # (D, 1, K) from (K, D)
+        return gx, dw, gb.sum(0) if bias is not None else None
 
 
 # --- pure-PyTorch scan (the chunked engine: densekit/ops_torch.py) --------------------------------

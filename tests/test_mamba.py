@@ -213,3 +213,26 @@ def test_mamba_forward_shape_causality_and_backward():
 def test_mamba_rejects_wrong_width():
     with pytest.raises(ValueError, match=r"expects \(B, L, d_model=16\), got shape \(2, 5, 8\)"):
         Mamba(16)(torch.zeros(2, 5, 8))
+
+
+@pytest.mark.parametrize("dtype, tol", [(F64, 1e-10), (torch.float32, 1e-5)])
+def test_mamba_token_major_path_equals_pytorch_path(dtype, tol, monkeypatch):
+    # the CPU path (token-major, compiled conv and fused scan) against the transposed pure-PyTorch one
+    if ops._compiled() is None:
+        pytest.skip("numba is not installed")
+    torch.manual_seed(0)
+    m = Mamba(16).to(dtype)
+    x = torch.randn(2, 70, 16, dtype=dtype)
+    w = torch.randn(2, 70, 16, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    out = {}
+    for backend in ("compiled", "torch"):
+        if backend == "torch":
+            monkeypatch.setattr(ops, "_numba_mod", False)
+        m.zero_grad()
+        xl = x.clone().requires_grad_(True)
+        y = m(xl)
+        (y * w).sum().backward()
+        out[backend] = [y.detach(), xl.grad] + [p.grad for p in m.parameters()]
+    names = ["y", "x"] + [n for n, _ in m.named_parameters()]
+    for name, a, b in zip(names, out["compiled"], out["torch"]):
+        assert ((a - b).abs().max() / b.abs().max()).item() <= tol, name

@@ -1,12 +1,18 @@
-"""``benchmark.py scan``: selective-scan speed on CPU.
+"""``benchmark.py scan``: selective-scan speed on CPU, and LightM-UNet's.
 
 densekit's scan (compiled, numba) vs its chunked PyTorch scan vs mambapy's Blelloch pscan vs the plain
 recurrence. All compute the same thing (u, delta, A, B, C, D -> y, as ``selective_scan_ref``), measured side
 by side in one run: medians of ``--repeats`` interleaved runs, forward and forward+backward, with ratios and
 the largest deviation from the recurrence; state updates per second against the bare compiled loop on one
-core (the kernel alone, no layout copies: the single-core bound). ``--models`` adds LightM-UNet 2D (256^2
-forward, one training step) and lightm3d (64^3 forward) with the compiled vs the PyTorch scan. mambapy
-(``pip install mambapy==1.2.0``) is optional.
+core (the kernel alone, no layout copies: the single-core bound). The plain recurrence's forward+backward
+(~30 s a run) only with ``--naive-backward``.
+
+Then LightM-UNet (unless ``--no-models``): 2D forward at 256^2 (B=1, eval, no grad), one SGD training step
+at 128^2 (B=2) and lightm3d's forward at 64^3, with the compiled CPU path (token-major Mamba blocks, fused
+kernels) and, side by side, the chunked PyTorch scan (the path taken without numba or under tracing,
+selected here as ``DENSEKIT_NUMBA=0`` would: ``--model-torch-repeats`` runs, default 1: it is ~10x
+slower), and where the 2D forward's time goes, by op group (one profiled run). mambapy (``pip install
+mambapy==1.2.0``) is optional. The default run takes ~1-3 minutes on 2 busy cores.
 """
 
 from __future__ import annotations
@@ -27,7 +33,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     p.add_argument("--no-naive", action="store_true", help="skip the (slow) plain recurrence")
-    p.add_argument("--models", action="store_true", help="also LightM-UNet 2D/3D forward and a training step")
+    p.add_argument("--naive-backward", action="store_true", help="also the plain recurrence's fwd+bwd (~30 s)")
+    p.add_argument("--no-models", action="store_true", help="skip LightM-UNet 2D/3D forward and the training step")
+    p.add_argument("--models", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old calls
+    p.add_argument("--model-repeats", type=int, default=3, help="interleaved runs per LightM-UNet case (compiled)")
+    p.add_argument(
+        "--model-torch-repeats", type=int, default=1, help="runs per case with the chunked PyTorch scan (0: skip)"
+    )
 
 
 def _mambapy_scan():
@@ -102,6 +114,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         impls["mambapy pscan"] = (mp, mp_args, True)
     if not args.no_naive:
         impls["naive recurrence"] = (lambda *a: selective_scan_ref(*a), ours_args, False)
+    no_backward = set() if args.naive_backward else {"naive recurrence"}
 
     # first calls in this process: numba loads the kernels from its cache (or compiles them once)
     t0 = time.perf_counter()
@@ -121,7 +134,9 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         y = y.transpose(1, 2) if transposed else y
         rows[name] = {"err": ((y - reference).abs().max() / reference.abs().max()).item()}
         fwd[name] = _no_grad(fn, fargs)
-        fwd_bwd[name] = _forward_backward(fn, fargs)
+        if name not in no_backward:
+            fwd_bwd[name] = _forward_backward(fn, fargs)
+        rows[name]["fwd+bwd"] = float("nan")
     for key, fns in (("fwd", fwd), ("fwd+bwd", fwd_bwd)):
         for name, t in interleaved_medians(fns, args.repeats).items():
             rows[name][key] = t
@@ -152,8 +167,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         result["bound fwd"] = bound
     if "naive recurrence" in rows:
         print(f"  compiled vs plain recurrence, fwd: {ratio(rows['naive recurrence']['fwd'], ours['fwd']):.1f}x")
-    if args.models:
-        result.update(_models(args.repeats))
+    if not args.no_models:
+        result.update(_models(args.model_repeats, args.model_torch_repeats))
     return result
 
 
@@ -184,8 +199,12 @@ def _single_core_bound(fargs, repeats):
     return t
 
 
-def _models(repeats):
-    """LightM-UNet 2D / lightm3d with the compiled scan and with the PyTorch scan, interleaved."""
+def _models(repeats, torch_repeats):
+    """LightM-UNet 2D / lightm3d: the compiled CPU path (``repeats`` interleaved runs after a warm-up) and
+    the chunked PyTorch scan (``torch_repeats`` runs, no warm-up: it compiles nothing), then the op-group
+    breakdown of one compiled 2D forward."""
+    import statistics
+
     import densekit
     from densekit import ops
 
@@ -203,29 +222,86 @@ def _models(repeats):
         opt.step()
 
     cases = {
-        "lightm 2D fwd 256^2 (B=1)": lambda: _no_grad(seg, (x2,))(),
+        "lightm 2D fwd 256^2 (B=1)": _no_grad(seg, (x2,)),
         "lightm train step 128^2 (B=2)": step,
-        "lightm3d fwd 64^3 (B=1)": lambda: _no_grad(vol, (x3,))(),
+        "lightm3d fwd 64^3 (B=1)": _no_grad(vol, (x3,)),
     }
     compiled = ops._compiled()
-    fns = {}
-    for case, fn in cases.items():
-        for backend in ("compiled", "PyTorch scan"):
-            if backend == "compiled" and compiled is None:
-                continue
 
-            def run(fn=fn, mod=compiled if backend == "compiled" else False):
-                saved, ops._numba_mod = ops._numba_mod, mod
-                try:
-                    fn()
-                finally:
-                    ops._numba_mod = saved
+    def with_backend(fn, mod):
+        def run():
+            saved, ops._numba_mod = ops._numba_mod, mod  # False: as DENSEKIT_NUMBA=0, the PyTorch scan path
+            try:
+                fn()
+            finally:
+                ops._numba_mod = saved
 
-            fns[(case, backend)] = run
-    t = interleaved_medians(fns, repeats)
-    print(f"\nLightM-UNet, median of {repeats} interleaved runs (seconds), threads={torch.get_num_threads()}")
+        return run
+
+    t = {}
+    if compiled is not None:
+        t.update({(c, "compiled"): v for c, v in interleaved_medians(cases, repeats).items()})
+    torch_fns = {c: with_backend(fn, False) for c, fn in cases.items()}
+    for case, fn in torch_fns.items() if torch_repeats > 0 else ():
+        times = []
+        for _ in range(torch_repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        t[(case, "PyTorch scan")] = statistics.median(times)
+    print(
+        f"\nLightM-UNet (seconds; compiled: median of {repeats} interleaved runs, PyTorch scan: median of "
+        f"{torch_repeats}), threads={torch.get_num_threads()}, load {load_average()}"
+    )
     print(f"{'case':32s} {'compiled':>9s} {'PyTorch':>9s} {'speed-up':>9s}")
     for case in cases:
-        c, p = t.get((case, "compiled"), float("nan")), t[(case, "PyTorch scan")]
+        c, p = t.get((case, "compiled"), float("nan")), t.get((case, "PyTorch scan"), float("nan"))
         print(f"{case:32s} {c:9.3f} {p:9.3f} {ratio(p, c):9.2f}")
+    if compiled is not None:
+        _breakdown(cases["lightm 2D fwd 256^2 (B=1)"])
     return {f"{case} {backend}": v for (case, backend), v in t.items()}
+
+
+# Op groups of the breakdown: profiler event names (self time) -> group
+_GROUPS = {
+    "selective scan (compiled, fused)": ("_TokenScan", "_CompiledScan"),
+    "causal conv1d + SiLU (compiled)": ("_CausalConvSilu",),
+    "linear layers (mm, addmm)": ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear"),
+    "2-D convolutions": ("aten::mkldnn_convolution", "aten::_slow_conv2d_forward", "aten::thnn_conv2d"),
+    "Layer/GroupNorm": ("aten::native_layer_norm", "aten::native_group_norm", "aten::layer_norm"),
+    "copies": ("aten::copy_", "aten::clone", "aten::contiguous", "aten::cat"),
+    "elementwise": (
+        "aten::add",
+        "aten::mul",
+        "aten::addcmul",
+        "aten::silu",
+        "aten::softplus",
+        "aten::exp",
+        "aten::neg",
+        "aten::clamp_min_",
+        "aten::relu_",
+        "aten::sub",
+        "aten::div",
+        "aten::add_",
+    ),  # fmt: skip
+    "pooling, upsampling": ("aten::max_pool2d_with_indices", "aten::upsample_bilinear2d"),
+}
+
+
+def _breakdown(fn):
+    """Where one (compiled) 2D forward spends its time: self CPU time by op group, one profiled run."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        fn()
+        wall = time.perf_counter() - t0
+    groups = dict.fromkeys([*_GROUPS, "other"], 0.0)
+    lookup = {name: g for g, names in _GROUPS.items() for name in names}
+    for e in prof.key_averages():
+        groups[lookup.get(e.key, "other")] += e.self_cpu_time_total / 1e3  # ms
+    total = sum(groups.values())
+    print(f"\nlightm 2D fwd 256^2, where the time goes (one profiled run, {wall:.3f} s wall; self CPU ms):")
+    for g, ms in sorted(groups.items(), key=lambda kv: -kv[1]):
+        print(f"  {g:34s} {ms:8.1f} ms {100 * ms / max(total, 1e-9):5.1f} %")

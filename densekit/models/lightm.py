@@ -65,10 +65,14 @@ class MambaLayer(nn.Module):
         if x.dtype in (torch.float16, torch.bfloat16):  # the release runs its Mamba layers in float32
             x = x.float()
         b, c, *spatial = x.shape
-        x_flat = x.reshape(b, c, -1).transpose(1, 2)  # (B, L = H*W or D*H*W, C)
-        y = self.mamba(self.norm(x_flat)) + self.skip_scale * x_flat  # (B, L, C)
+        x_flat = x.reshape(b, c, -1).transpose(1, 2)  # (B, L = H*W or D*H*W, C); a view if x is channels-last
+        y = torch.addcmul(self.mamba(self.norm(x_flat)), self.skip_scale, x_flat)  # (B, L, C): + s x in one op
         y = self.proj(self.norm(y))  # (B, L, C_out)
-        return y.transpose(1, 2).reshape(b, self.output_dim, *spatial)  # (B, C_out, *spatial)
+        # (B, C_out, *spatial) as a channels-last view of the token-major result, no copy. view + permute
+        # rather than transpose + reshape: reshape gives a size-1 batch an odd stride, and then GroupNorm
+        # and max-pooling no longer see channels-last and copy to NCHW (and the next layer's LayerNorm
+        # copies back).
+        return y.view(b, *spatial, self.output_dim).permute(0, len(spatial) + 1, *range(1, len(spatial) + 1))
 
 
 class ResMambaBlock(nn.Module):

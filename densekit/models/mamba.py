@@ -3,7 +3,10 @@ Sec. 3.4 / Fig. 3), with the parameter names, shapes and initialisation of ``mam
 (state-spaces/mamba, ``mamba_ssm/modules/mamba_simple.py``), so ``mamba_ssm`` checkpoints load as-is.
 
 The scan is ``densekit.ops.selective_scan``: the fused CUDA kernel when ``mamba_ssm`` is installed and
-the input is on a GPU, the pure-PyTorch chunked scan everywhere else.
+the input is on a GPU, the pure-PyTorch chunked scan under tracing/export/torch.compile or without numba.
+On the CPU with numba the block runs token-major, (B, L, channels) from in_proj to out_proj: the causal
+conv + SiLU and the scan (with dt_proj, delta_bias, softplus, D and the SiLU(z) gate fused in) are compiled
+kernels that read the linear layers' outputs in place, so no (B, D, L) transposed copies are made.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import selective_scan
+from ..ops import causal_conv1d_silu, selective_scan, selective_scan_tokens, uses_compiled
 
 
 class Mamba(nn.Module):
@@ -90,6 +93,8 @@ class Mamba(nn.Module):
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.d_model:
             raise ValueError(f"Mamba expects (B, L, d_model={self.d_model}), got shape {tuple(hidden_states.shape)}")
+        if uses_compiled(hidden_states, self.in_proj.weight):
+            return self._forward_tokens(hidden_states)
         length = hidden_states.shape[1]
         xz = self.in_proj(hidden_states).transpose(1, 2)  # (B, 2 d_inner, L)
         x, z = xz.chunk(2, dim=1)  # (B, d_inner, L) each
@@ -104,3 +109,30 @@ class Mamba(nn.Module):
             x, dt, A, B, C, self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(), delta_softplus=True
         )  # (B, d_inner, L)
         return self.out_proj(y.transpose(1, 2))  # (B, L, d_model)
+
+    def _forward_tokens(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The same block token-major (the CPU kernels' layout): every tensor stays (B, L, channels)."""
+        # in_proj as two linears on the halves of its weight (the same parameters): x and z come out
+        # contiguous; the conv on the strided half of one (B, L, 2 d_inner) output measured 2-3x slower
+        w, b = self.in_proj.weight, self.in_proj.bias
+        bx, bz = (None, None) if b is None else (b[: self.d_inner], b[self.d_inner :])
+        x = F.linear(hidden_states, w[: self.d_inner], bx)  # (B, L, d_inner)
+        z = F.linear(hidden_states, w[self.d_inner :], bz)  # (B, L, d_inner)
+        x = causal_conv1d_silu(x, self.conv1d.weight, self.conv1d.bias)  # (B, L, d_inner), causal
+        x_dbl = self.x_proj(x)  # (B, L, dt_rank + 2N)
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)  # views
+        A = -torch.exp(self.A_log.float())  # (d_inner, N)
+        # dt_proj (weight and bias) is applied inside the scan: the (B, L, d_inner) dt is never formed
+        y = selective_scan_tokens(
+            x,
+            dt,
+            A,
+            B,
+            C,
+            self.D.float(),
+            z=z,
+            delta_bias=self.dt_proj.bias.float(),
+            delta_softplus=True,
+            delta_proj=self.dt_proj.weight,
+        )  # (B, L, d_inner)
+        return self.out_proj(y)  # (B, L, d_model)

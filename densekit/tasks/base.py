@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import types
 import warnings
 from pathlib import Path
 from typing import ClassVar
@@ -20,6 +21,7 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 from torch import nn
+from torch.nn import functional as F
 from torchmetrics import MeanMetric
 
 from ..models import BACKBONES, HEADS, assemble
@@ -29,6 +31,49 @@ from .optim import build_optimizer, make_schedule, param_groups
 NONFINITE_POLICIES = ("raise", "skip")
 TASKS = Registry("task")
 log = logging.getLogger(__name__)
+# the batch keys that hold the model's image inputs (flow: two frames); with channels_last=true these 4D
+# batches are converted to channels_last, targets are left as they are
+CHANNELS_LAST_KEYS = ("image", "image2")
+
+
+def _subsampled_pointwise_forward(self: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """A strided 1x1 convolution without padding as the stride-1 1x1 convolution of the subsampled input:
+    the same numbers, computed without oneDNN's strided 1x1 weight-gradient kernel."""
+    sh, sw = self.stride
+    return F.conv2d(x[:, :, ::sh, ::sw], self.weight, self.bias)
+
+
+def guard_strided_pointwise_convs(model: nn.Module) -> list[str]:
+    """Avoid a heap corruption in channels_last training on CPU; returns the names of the modules changed.
+
+    oneDNN's 1x1 convolution weight gradient (``jit_1x1`` ``backward_weights``) with a stride-2 channels_last
+    (NHWC) input of 2-15 channels writes outside its buffers (torch 2.14.1; docs/repro_channels_last.py): the
+    process aborts ("corrupted size vs. prev_size") or segfaults. timm's fastvit stem (mci0/mci1/mci2) has such
+    a convolution: the 1x1 scale branch of its first MobileOneBlock (3 -> 64 channels, stride 2). Each plain
+    ``nn.Conv2d`` with a 1x1 kernel, stride > 1, no padding, groups=1 and fewer than 16 input channels then
+    runs as a stride-1 1x1 convolution of ``x[:, :, ::sh, ::sw]`` (the same result; weights and state dict
+    unchanged). ``unguard_strided_pointwise_convs`` undoes it."""
+    names = []
+    for name, m in model.named_modules():
+        if (
+            type(m) is nn.Conv2d  # subclasses (timm's Conv2dSame, ...) have their own forward
+            and "forward" not in vars(m)
+            and m.kernel_size == (1, 1)
+            and m.stride != (1, 1)
+            and m.groups == 1
+            and m.padding in ((0, 0), "valid")
+            and m.in_channels < 16
+        ):
+            m.forward = types.MethodType(_subsampled_pointwise_forward, m)
+            names.append(name)
+    return names
+
+
+def unguard_strided_pointwise_convs(model: nn.Module) -> None:
+    """Undo ``guard_strided_pointwise_convs``."""
+    for m in model.modules():
+        if getattr(vars(m).get("forward"), "__func__", None) is _subsampled_pointwise_forward:
+            del m.forward
 
 
 def get_task(name: str) -> type[DenseTask]:
@@ -51,7 +96,10 @@ class DenseTask(pl.LightningModule):
 
     ``config`` (a plain dict, usually the resolved run config) is stored in the checkpoint's
     hyper-parameters so a model can be rebuilt from a checkpoint without Hydra. Its ``nonfinite`` key
-    ("raise", the default, or "skip") says what a NaN/inf training loss does (see ``training_step``).
+    ("raise", the default, or "skip") says what a NaN/inf training loss does (see ``training_step``). Its
+    ``channels_last`` key (default false; 2D tasks only) trains in the channels_last memory format: from
+    ``setup("fit")`` to ``teardown("fit")`` the model's 4D weights and the batches' images
+    (``CHANNELS_LAST_KEYS``) are channels_last, with ``guard_strided_pointwise_convs`` applied.
     """
 
     # -- task facts (every registered task sets them) ---------------------------------------------
@@ -197,6 +245,17 @@ class DenseTask(pl.LightningModule):
         if self.nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"nonfinite={self.nonfinite!r}: expected one of {list(NONFINITE_POLICIES)}")
         self.skipped_nonfinite = 0
+        # channels_last training (conf/train.yaml): the model is converted for fit only (setup -> teardown)
+        channels_last = (config or {}).get("channels_last") or False
+        if not isinstance(channels_last, bool):
+            raise ValueError(f"channels_last={channels_last!r}: expected true or false")
+        if channels_last and self.dims != 2:
+            raise ValueError(
+                f"channels_last=true: task {self.name!r} trains on {self.dims + 2}D volumes; channels_last applies "
+                f"to 2D image tasks (4D batches) only: use channels_last=false"
+            )
+        self.channels_last = channels_last
+        self._channels_last_active = False
         # what the run should say loudly at its end (metrics computed over nothing, mostly-ignore data):
         # each text once, in order; logged as a warning when first added (``run_warning``)
         self.run_warnings: list[str] = []
@@ -209,6 +268,46 @@ class DenseTask(pl.LightningModule):
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.model(*inputs)
+
+    # -- channels_last training ---------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        # before the strategy moves (and DDP wraps) the model and the optimiser is made
+        if stage == "fit":
+            self._enter_channels_last()
+
+    def on_fit_start(self) -> None:
+        self._enter_channels_last()  # a no-op after setup; covers a subclass whose setup skips super()
+
+    def teardown(self, stage: str) -> None:
+        if stage == "fit" and self._channels_last_active:
+            unguard_strided_pointwise_convs(self.model)
+            self.model.to(memory_format=torch.contiguous_format)
+            self._channels_last_active = False
+
+    def _enter_channels_last(self) -> None:
+        if not self.channels_last or self._channels_last_active:
+            return
+        self.model.to(memory_format=torch.channels_last)
+        guarded = guard_strided_pointwise_convs(self.model)
+        self._channels_last_active = True
+        if guarded:
+            log.info(
+                "channels_last: %d strided 1x1 convolution(s) run on the subsampled input (oneDNN workaround, "
+                "docs/repro_channels_last.py): %s",
+                len(guarded),
+                ", ".join(guarded),
+            )
+
+    def _channels_last_batch(self, batch):
+        """The batch's 4D images as channels_last while channels_last training is on (in the step, not in
+        ``on_after_batch_transfer``: Lightning warns on every run when a module overrides that hook beside a
+        datamodule)."""
+        if self._channels_last_active and isinstance(batch, dict):
+            for key in CHANNELS_LAST_KEYS:
+                x = batch.get(key)
+                if torch.is_tensor(x) and x.dim() == 4 and x.is_floating_point():
+                    batch[key] = x.contiguous(memory_format=torch.channels_last)
+        return batch
 
     # -- per-task hooks -------------------------------------------------------------------------
     def forward_batch(self, batch: dict) -> torch.Tensor:
@@ -235,6 +334,7 @@ class DenseTask(pl.LightningModule):
 
     # -- shared step ----------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        batch = self._channels_last_batch(batch)
         pred = self.forward_batch(batch)
         loss = self.compute_loss(pred, batch)
         bad = not bool(torch.isfinite(loss))
@@ -262,6 +362,7 @@ class DenseTask(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        batch = self._channels_last_batch(batch)
         pred = self.forward_batch(batch)
         loss = self.compute_loss(pred, batch)
         self.val_loss_mean.update(loss.detach(), weight=batch["image"].shape[0])
@@ -336,4 +437,13 @@ class DenseTask(pl.LightningModule):
             )
 
 
-__all__ = ["NONFINITE_POLICIES", "TASKS", "DenseTask", "get_task", "make_schedule"]
+__all__ = [
+    "CHANNELS_LAST_KEYS",
+    "NONFINITE_POLICIES",
+    "TASKS",
+    "DenseTask",
+    "get_task",
+    "guard_strided_pointwise_convs",
+    "make_schedule",
+    "unguard_strided_pointwise_convs",
+]
