@@ -21,6 +21,7 @@ BENCHMARKS = {
     "models": ("models", "params, MACs, eager vs ONNX Runtime latency, memory per backbone x head x task"),
     "train": ("training", "images/s of the Lightning loop vs a bare PyTorch loop, data-wait share"),
     "memory3d": ("memory3d", "reversible vs stored 3D U-Net: peak training memory, largest cube in a budget"),
+    "settings": ("settings", "fp32 vs bf16 autocast vs channels_last per backbone, each in a fresh process"),
     "report": ("report", "every ratio the README quotes, in one process and one sitting: one table"),
 }
 

@@ -209,22 +209,22 @@ def data_rows(quick: bool, verbose: bool) -> list[Row]:
 
 
 def settings_rows(quick: bool, verbose: bool) -> list[Row]:
-    from . import BENCHMARKS
-
-    if "settings" not in BENCHMARKS:
-        return []
-    argv = ["settings"] + (
-        ["--backbones", "mobilenetv3_large", "--size", "32", "--batch", "2", "--repeats", "1"] if quick else []
-    )
-    rows = []
-    for r in _call(argv, verbose):
+    small = ["--backbones", "mobilenetv3_large", "--size", "32", "--batch", "2", "--forward-size", "32"]
+    argv = ["settings", *(small + ["--repeats", "1", "--inner", "1"] if quick else [])]
+    rows, results = [], _call(argv, verbose)
+    fp32 = {r["backbone"]: r for r in results if r["setting"] == "fp32"}
+    for r in results:
+        if r["setting"] == "fp32":
+            continue
+        ref = fp32.get(r["backbone"], {}).get("step_ms", math.nan)
+        value = f"{r['step_ms']:.0f} ms" if r["status"] == "ok" else r["status"]
         rows.append(
             Row(
                 "settings",
-                f"{r['backbone']} training step, {r['setting']}",
-                r["value"],
-                r["baseline"],
-                r["ratio"],
+                f"{r['backbone']} train step, {r['setting']} (forward x{r['forward_ratio']:.2f})",
+                value,
+                f"fp32 contiguous {ref:.0f} ms",
+                r["step_ratio"],
             )
         )
     return rows
