@@ -1,42 +1,50 @@
 """Heap corruption in the CPU (oneDNN) weight gradient of a strided 1x1 conv2d with a channels_last input.
 
-Environment: torch 2.14.1 (+cu130 wheel, CPU path; oneDNN v3.12.0, MKL 2024.2, GCC 13.3), Python 3.11, Linux,
-AMD EPYC, 2 cores, AVX-512 with avx512_bf16 (torch.backends.cpu.get_cpu_capability() == "AVX512").
+Environment: torch 2.14.1 (+cu130 wheel, CPU path; oneDNN v3.12.0, MKL 2024.2, GCC 13.3), Python 3.11, Linux
+(glibc 2.36), AMD EPYC, 2 cores, AVX-512 with avx512_bf16 (torch.backends.cpu.get_cpu_capability() "AVX512").
 
 What it does: the weight gradient of a 1x1, stride-2, unpadded conv2d, 3 -> 64 channels, of a float32
 (8, 3, 128, 128) channels_last input - what autograd runs for a network's first layer when the input needs no
-gradient; timm's fastvit_mci0/1/2 (MobileCLIP) stem has one (the 1x1 "scale" branch of its first
-MobileOneBlock), so `model.to(memory_format=torch.channels_last)` training of those models dies in backward:
+gradient. timm's fastvit_mci0/1/2 (MobileCLIP) stem has one (the 1x1 "scale" branch of its first
+MobileOneBlock), so training those models after `model.to(memory_format=torch.channels_last)` dies in backward:
 
     grad_weight = torch.ops.aten.convolution_backward(
         grad_output,  # (8, 64, 64, 64) channels_last
         x,            # (8, 3, 128, 128) channels_last, strides (49152, 1, 384, 3)
-        weight,       # (64, 3, 1, 1)
+        weight,       # (64, 3, 1, 1), strides (3, 1, 3, 3) as model.to(memory_format=...) leaves them
         [0], [2, 2], [0, 0], [1, 1], False, [0, 0], 1, [False, True, False])[1]
 
 Expected: the weight gradient (equal to a float64 reference up to float32 rounding).
-Actual: the process dies - glibc aborts it ("corrupted size vs. prev_size", "malloc(): invalid next size
-(unsorted)", "corrupted double-linked list"; SIGABRT) or it segfaults (SIGSEGV). At the shapes above: 5 of 5
-runs, within the 5 calls of this script.
+Actual: the process dies - a SIGSEGV, or glibc aborts it (SIGABRT: "corrupted size vs. prev_size",
+"malloc(): invalid next size (unsorted)", "corrupted double-linked list", "free(): invalid pointer"). At the
+shapes above: every run (3 of 3 in the sweep, 5 of 5 before), within the 5 calls of this script.
 
-ONEDNN_VERBOSE=all names the primitive created just before the crash (the exec line is never printed):
+Where: gdb stops the SIGSEGV in an OpenMP worker thread, in
+    dnnl::impl::cpu::x64::jit_avx512_common_1x1_convolution_bwd_weights_t::execute_backward_weights(...)
+    ::{lambda(int, int)#1}
+and ONEDNN_VERBOSE=all names the primitive created just before (its exec line is never printed):
     convolution,jit_1x1:avx512_core,backward_weights,src:f32::blocked:acdb::f0 wei:f32:ap:blocked:ABcd16b16a::f0
     bia:undef::undef::: dst:f32::blocked:acdb::f0,...,mb1_ic3oc64_ih128oh64kh1sh2dh0ph0_iw128ow64kw1sw2dw0pw0
-(NHWC src/diff_dst, weights padded from 3 to 16 input channels, stride 2: jit_1x1's reduce-to-unit-stride path).
+(NHWC src / diff_dst, weights padded from 3 to 16 input channels, stride 2: the 1x1 kernel's
+reduce-to-unit-stride path is the likely culprit).
 
-When it crashes (fresh processes each; `--sweep` reruns the table, crashes out of tries):
-  * crashes: channels_last input; 2 <= C_in <= 15 (3: always; 5: 3 of 5); stride 2; H = W >= 96 (64: 0/5,
-    96: 3/5, 128: 5/5, 256: 5/5; 192: 0/5); any batch (1, 8); any C_out (1..128); float32 and bfloat16 (as
-    under torch.autocast("cpu", dtype=torch.bfloat16)); the bias gradient alone crashes too (same primitive).
-  * also with an NCHW input when grad_output is channels_last (the rest of a channels_last network): PyTorch
-    then runs the same NHWC primitive.
-  * no crash: torch.backends.mkldnn.enabled = False; NCHW input and grad_output; C_in = 1 or >= 16 (17, 24,
-    40, 48, 100 tried); stride 1, 3 or 4; a 3x3 kernel; the input gradient alone; the same gradient computed as
-    a stride-1 1x1 conv of x[:, :, ::2, ::2] (the workaround densekit applies).
-  * not avoided by: MALLOC_CHECK_=3; ONEDNN_MAX_CPU_ISA=AVX2 (jit_1x1:avx2 crashes the same way);
-    OMP_NUM_THREADS=1 (avoided at batch 1 only, batch 2 and 8 still crash).
-  * torch.compile (inductor) of a fastvit_mci0 network with an NCHW input aborts the same way at 128x128
-    (inductor's layout optimisation picks channels_last for conv-heavy graphs).
+When it crashes (`--sweep` reruns this table; each case in 3 fresh processes, plain and with glibc's heap
+checks: on glibc >= 2.34 MALLOC_CHECK_=3 acts only with LD_PRELOAD=libc_malloc_debug.so, and then it catches the
+overwrite in cases the plain allocator happens not to notice):
+  * crashes: 1 <= C_in <= 15 (C_in 1, batch 1 and bfloat16 only under the heap checks); stride 2; H = W >= 80
+    (80, 96, 128, 192, 256 crash; 64 never, not even under the heap checks); batch 1 and 8; C_out 16 and 64;
+    float32 and bfloat16 (as under torch.autocast("cpu", dtype=torch.bfloat16)); the bias gradient alone too.
+  * PyTorch runs the NHWC primitive when the input OR the weight is channels_last, so an NCHW input with
+    channels_last-strided weights (a channels_last model fed NCHW images) crashes the same way.
+  * no crash (also under the heap checks): input and weight both NCHW; C_in 16, 17, 20, 24, 33, 40; stride 1,
+    3 or 4; a 3x3 kernel; the input gradient alone; torch.backends.mkldnn.enabled = False; the same gradient
+    computed as a stride-1 1x1 conv of x[:, :, ::2, ::2] (float32 and bfloat16; the workaround densekit applies).
+  * not avoided by: ONEDNN_MAX_CPU_ISA=AVX2 (jit_1x1:avx2 crashes the same way), OMP_NUM_THREADS=1 (batch 2
+    and 8 still crash), MALLOC_CHECK_=3 (see above).
+  * torch.compile (inductor) of a fastvit_mci0 + U-Net network, contiguous model and input, 2 x 3 x 128 x 128,
+    aborted the same way ("corrupted size vs. prev_size") in its second training step (1 run; inductor's layout
+    optimisation makes conv inputs channels_last); with the workaround above, or with
+    torch._inductor.config.layout_optimization = False, 2 steps ran (1 run each). At 64 x 64 it ran.
 
 Run:  python repro_channels_last.py            # the crash, in this process (prints "no crash" otherwise)
       python repro_channels_last.py --sweep    # the conditions above, each case in fresh subprocesses
@@ -133,11 +141,16 @@ def sweep(tries: int = 3) -> None:
         ("C_in 8", {"c_in": 8}),
         ("C_in 15", {"c_in": 15}),
         ("C_in 16", {"c_in": 16}),
+        ("C_in 17", {"c_in": 17}),
         ("C_in 24", {"c_in": 24}),
+        ("C_in 40", {"c_in": 40}),
+        ("C_out 16", {"c_out": 16}),
         ("stride 1", {"stride": 1}),
+        ("stride 3", {"stride": 3}),
         ("stride 4", {"stride": 4}),
         ("kernel 3x3", {"kernel": 3}),
         ("64x64", {"size": 64}),
+        ("80x80", {"size": 80}),
         ("256x256", {"size": 256}),
         ("bfloat16", {"dtype": "bfloat16"}),
         ("NCHW weight (strides (3, 1, 1, 1))", {"w_nhwc": False}),

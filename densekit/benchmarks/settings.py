@@ -17,7 +17,9 @@ Each (backbone, setting) runs in a fresh interpreter (``python -m densekit.bench
 signal and glibc's message) and the benchmark goes on. Interleaved: ``--repeats`` rounds, each starting one
 process per configuration in turn; a process times ``--inner`` calls of the step and of the forward after one
 untimed warm-up each and reports their medians; the table gives the median over the rounds and the ratio to
-``fp32`` of the same backbone (below 1: faster). ``--threads`` sets torch's intra-op threads of the processes
+``fp32`` of the same backbone (below 1: faster). The default (one round, about 3.5 minutes on 2 cores) is a
+quick look; quote ``--repeats 3`` (about 10 minutes), whose rounds spread a load change over every setting.
+``--threads`` sets torch's intra-op threads of the processes
 (default 1: on a shared 2-core machine a 2-thread step was 5-50x slower and erratic, its threads waiting for
 a core another process holds; 0 leaves torch's default).
 """
@@ -48,7 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=128, help="training crop (pixels, square)")
     p.add_argument("--batch", type=int, default=8, help="training batch size")
     p.add_argument("--forward-size", type=int, default=256, help="inference input (pixels, square; batch 1)")
-    p.add_argument("--repeats", type=int, default=2, help="rounds of fresh processes (median over rounds)")
+    p.add_argument(
+        "--repeats", type=int, default=1, help="rounds of fresh processes, interleaved (median); 3 for numbers to quote"
+    )
     p.add_argument("--inner", type=int, default=2, help="timed calls per process after one warm-up (median)")
     p.add_argument(
         "--threads",
@@ -103,7 +107,7 @@ def measure(cfg: dict) -> dict:
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
 
     inner = max(1, int(cfg.get("inner", 2)))
     model.train()
