@@ -80,7 +80,7 @@ __all__ = [
 
 # Top-level run options whose rule lives here (the rest of conf/train.yaml's top level: ``config_rules.TOP``).
 # channels_last: 2D tasks only (densekit.tasks.base applies it to 4D image batches; see ``_option_checks``).
-RUN_OPTIONS = {"channels_last": boolean()}
+RUN_OPTIONS = {"channels_last": one_of(choice("auto"), boolean())}
 
 
 def _option_checks(config: dict) -> list[tuple[str, object, str]]:
@@ -91,7 +91,7 @@ def _option_checks(config: dict) -> list[tuple[str, object, str]]:
             (
                 "channels_last",
                 True,
-                f"false for task={task}: channels_last applies to 2D image tasks (4D batches); 3D volumes "
+                f"auto or false for task={task}: channels_last applies to 2D image tasks (4D batches); 3D volumes "
                 f"(channels_last_3d) are not supported",
             )
         ]

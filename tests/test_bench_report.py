@@ -43,3 +43,17 @@ def test_unknown_section_is_one_line():
 def test_every_benchmark_but_the_small_ones_has_a_section():
     # backbones is a per-backbone table without a baseline: nothing in it is a ratio the README quotes
     assert set(report_module.SECTIONS) | {"backbones", "report"} >= set(BENCHMARKS)
+
+
+def test_scan_rows_carry_the_lightm_forward_and_its_goal(monkeypatch):
+    out = {
+        "densekit.ops.selective_scan fwd": 0.01,
+        "naive recurrence fwd": 0.2,
+        "lightm 2D fwd 256^2 (B=1) compiled": 0.8,
+        "lightm 2D fwd 256^2 (B=1) PyTorch scan": 2.4,
+    }
+    monkeypatch.setattr(report_module, "_call", lambda argv, verbose: out)
+    rows = report_module.scan_rows(False, False)
+    assert [r.measure.split(",")[0] for r in rows] == ["selective scan forward", "LightM-UNet 2D forward at 256² (B=1"]
+    assert rows[0].ratio == pytest.approx(0.05) and rows[0].goal == "≤ 0.1"
+    assert rows[1].value == "0.800 s" and rows[1].ratio == pytest.approx(1 / 3) and rows[1].goal == "≤ 0.5 s"

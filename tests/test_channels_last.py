@@ -23,24 +23,24 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 # == the config rule ==================================================================================
-@pytest.mark.parametrize("value", [True, False])
-def test_channels_last_takes_true_or_false_and_the_mci_backbones(compose, value):
+@pytest.mark.parametrize("value", [True, False, "auto"])
+def test_channels_last_takes_auto_true_or_false_and_the_mci_backbones(compose, value):
     from omegaconf import OmegaConf
 
     for backbone in ("mci0", "mobilenetv3_large"):
         cfg = compose(["experiment=smoke", f"backbone={backbone}", f"channels_last={str(value).lower()}"])
         config = OmegaConf.to_container(cfg, resolve=True)
-        assert config["channels_last"] is value
+        assert config["channels_last"] == value and type(config["channels_last"]) is type(value)
         validate_config(config, check_files=False)  # accepted: the mci stem is worked around, not refused
 
 
-def test_channels_last_defaults_to_false(compose):
-    assert compose(["experiment=smoke"]).channels_last is False
+def test_channels_last_defaults_to_auto(compose):
+    assert compose(["experiment=smoke"]).channels_last == "auto"
 
 
 @pytest.mark.parametrize("value", ["yes", 1, "abc", None])
-def test_channels_last_refuses_anything_but_a_boolean(value):
-    with pytest.raises(ConfigError, match=r"^channels_last=\S+: expected true or false, got"):
+def test_channels_last_refuses_anything_but_auto_or_a_boolean(value):
+    with pytest.raises(ConfigError, match=r"^channels_last=\S+: expected auto or true or false, got"):
         validate_config({"task": {"name": "seg"}, "channels_last": value}, check_files=False)
 
 
@@ -49,8 +49,9 @@ def test_channels_last_is_refused_for_volumes_in_one_line():
         validate_config({"task": {"name": "volume"}, "channels_last": True}, check_files=False)
     text = str(err.value)
     assert "\n" not in text
-    assert text.startswith("channels_last=true: expected false for task=volume: channels_last applies to 2D")
+    assert text.startswith("channels_last=true: expected auto or false for task=volume: channels_last applies to 2D")
     validate_config({"task": {"name": "volume"}, "channels_last": False}, check_files=False)
+    validate_config({"task": {"name": "volume"}, "channels_last": "auto"}, check_files=False)
 
 
 def test_the_task_takes_the_option_and_refuses_it_for_volumes(compose):
@@ -59,11 +60,16 @@ def test_the_task_takes_the_option_and_refuses_it_for_volumes(compose):
 
     model = nn.Conv2d(3, 2, 1)
     assert SegTask(model, num_classes=2, config={"channels_last": True}).channels_last is True
-    assert SegTask(model, num_classes=2, config={}).channels_last is False
-    with pytest.raises(ValueError, match="channels_last=true: expected true or false|expected true or false"):
+    assert SegTask(model, num_classes=2, config={}).channels_last == "auto"
+    with pytest.raises(ValueError, match="expected auto, true or false"):
         SegTask(model, num_classes=2, config={"channels_last": "true"})
     with pytest.raises(ValueError, match="2D image tasks"):
         VolumeTask(nn.Conv3d(4, 3, 1), num_classes=3, config={"channels_last": True})
+    # auto: on for a 2D task on the CPU, off for volumes; true/false as set
+    assert SegTask(model, num_classes=2, config={})._channels_last_wanted() is True
+    assert SegTask(model, num_classes=2, config={"channels_last": False})._channels_last_wanted() is False
+    volume = VolumeTask(nn.Conv3d(4, 4, 1), num_classes=4, config={"channels_last": "auto"})
+    assert volume._channels_last_wanted() is False
 
 
 # == the workaround ===================================================================================
@@ -200,8 +206,11 @@ def test_guarded_strided_pointwise_conv_gives_the_same_output_and_gradients():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"channels_last": "yes"}, "channels_last=yes: expected true or false, got 'yes'"),
-        ({"channels_last": True, "task": {"name": "volume"}}, "channels_last=true: expected false for task=volume"),
+        ({"channels_last": "yes"}, "channels_last=yes: expected auto or true or false, got 'yes'"),
+        (
+            {"channels_last": True, "task": {"name": "volume"}},
+            "channels_last=true: expected auto or false for task=volume",
+        ),
     ],
 )
 def test_channels_last_rules(overrides, message):

@@ -97,8 +97,9 @@ class DenseTask(pl.LightningModule):
     ``config`` (a plain dict, usually the resolved run config) is stored in the checkpoint's
     hyper-parameters so a model can be rebuilt from a checkpoint without Hydra. Its ``nonfinite`` key
     ("raise", the default, or "skip") says what a NaN/inf training loss does (see ``training_step``). Its
-    ``channels_last`` key (default false; 2D tasks only) trains in the channels_last memory format: from
-    ``setup("fit")`` to ``teardown("fit")`` the model's 4D weights and the batches' images
+    ``channels_last`` key (auto, the default: on for 2D tasks on the CPU; true; false) trains in the
+    channels_last memory format: from ``setup("fit")`` to ``teardown("fit")`` the model's 4D weights and the
+    batches' images
     (``CHANNELS_LAST_KEYS``) are channels_last, with ``guard_strided_pointwise_convs`` applied.
     """
 
@@ -246,13 +247,15 @@ class DenseTask(pl.LightningModule):
             raise ValueError(f"nonfinite={self.nonfinite!r}: expected one of {list(NONFINITE_POLICIES)}")
         self.skipped_nonfinite = 0
         # channels_last training (conf/train.yaml): the model is converted for fit only (setup -> teardown)
-        channels_last = (config or {}).get("channels_last") or False
-        if not isinstance(channels_last, bool):
-            raise ValueError(f"channels_last={channels_last!r}: expected true or false")
-        if channels_last and self.dims != 2:
+        channels_last = (config or {}).get("channels_last", "auto")
+        if channels_last is None:
+            channels_last = False
+        if channels_last not in (True, False, "auto"):
+            raise ValueError(f"channels_last={channels_last!r}: expected auto, true or false")
+        if channels_last is True and self.dims != 2:
             raise ValueError(
                 f"channels_last=true: task {self.name!r} trains on {self.dims + 2}D volumes; channels_last applies "
-                f"to 2D image tasks (4D batches) only: use channels_last=false"
+                f"to 2D image tasks (4D batches) only: use channels_last=auto or false"
             )
         self.channels_last = channels_last
         self._channels_last_active = False
@@ -284,8 +287,20 @@ class DenseTask(pl.LightningModule):
             self.model.to(memory_format=torch.contiguous_format)
             self._channels_last_active = False
 
+    def _channels_last_wanted(self) -> bool:
+        """true/false as set; auto: on for 2D tasks training on the CPU (0.70-0.90x the contiguous train
+        step for every 2D backbone and the flow model, same numbers: docs/speed.md), off for volumes and
+        on GPUs (not measured there)."""
+        if self.channels_last != "auto":
+            return bool(self.channels_last)
+        if self.dims != 2:
+            return False
+        trainer = self._trainer  # None outside a Trainer (a bare setup call): the module's own device
+        device = trainer.strategy.root_device if trainer is not None else self.device
+        return device.type == "cpu"
+
     def _enter_channels_last(self) -> None:
-        if not self.channels_last or self._channels_last_active:
+        if self._channels_last_active or not self._channels_last_wanted():
             return
         self.model.to(memory_format=torch.channels_last)
         guarded = guard_strided_pointwise_convs(self.model)
