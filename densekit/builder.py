@@ -192,6 +192,17 @@ def load_checkpoint_model(path: str | Path, device: str | torch.device = "cpu") 
     return model.to(device).eval(), config
 
 
+def training_frame_size(config: dict) -> tuple[int, int] | None:
+    """The (H, W) of the frames a checkpoint's model trained on, from its run config: ``data.size`` (the
+    embedded scenes are generated at that size, their motions a fraction of it), else the training crop
+    ``data.augment.crop`` (real datasets: the crops the network saw); None when the config has neither."""
+    data = plain(config).get("data") or {}
+    for size in (data.get("size"), (data.get("augment") or {}).get("crop")):
+        if isinstance(size, (list, tuple)) and len(size) == 2:
+            return int(size[0]), int(size[1])
+    return None
+
+
 __all__ = [
     "check_version",
     "checkpoint_config",
@@ -204,4 +215,5 @@ __all__ = [
     "read_checkpoint",
     "split_data_config",
     "task_from_config",
+    "training_frame_size",
 ]

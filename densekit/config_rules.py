@@ -146,6 +146,29 @@ DATA_COMMON = {
     "cameras": list_of(choice("left", "right"), what="a list of left/right", min_len=1),
     "directions": list_of(choice("into_future", "into_past"), what="a list of into_future/into_past", min_len=1),
     "max_samples": nullable(POS),
+    # the embedded scenes' generator knobs (densekit.data.synthetic.scenes.SceneConfig)
+    "scene": nullable(
+        mapping(
+            {
+                "min_objects": POS,
+                "max_objects": POS,
+                "camouflage": prob(),
+                "hue_jitter": NONNEG_NUM,
+                "min_depth": POS_NUM,
+                "max_depth": POS_NUM,
+                "focal": POS_NUM,
+                "max_flow": NONNEG_NUM,
+                "max_rotation": NONNEG_NUM,
+                "max_depth_change": number(ge=0, lt=1, what="a fraction in [0, 1)"),
+                "background_pan": NONNEG_NUM,
+                "noise": NONNEG_NUM,
+                "motion": choice("uniform", "heavy"),
+                "min_flow": POS_NUM,
+                "background_rotation": NONNEG_NUM,
+            },
+            what="a mapping of scene generator knobs (SceneConfig fields)",
+        )
+    ),
 }
 
 # data.augment per augmenter (module docstrings of densekit.data.transforms.image / .flow / .volume)

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .builder import checkpoint_config, load_checkpoint_model, read_checkpoint
+from .builder import checkpoint_config, load_checkpoint_model, read_checkpoint, training_frame_size
 from .config_schema import format_value, validate_config
 from .errors import ConfigError, DataError
 from .evaluation_data import BASELINES, eval_dataset
@@ -156,9 +156,25 @@ def check_options(task_cls, opts: dict) -> None:
                 f"{key}={format_value(opts[key])}: expected {dims} sizes {axes} for this {task} "
                 f"checkpoint, got {len(opts[key])}"
             )
-    baseline, allowed = opts.get("baseline"), sorted(BASELINES.get(task, {}))
-    if baseline is not None and baseline not in allowed:  # SystemExit: the message scripts and tests know
-        raise SystemExit(f"baseline must be {' or '.join(allowed) or 'unset'} for {task}, got {baseline!r}")
+    if opts.get("scales") == "auto" and len(task_cls.inputs) != 2:
+        raise ConfigError(
+            f"scales=auto: only for flow checkpoints (pairs run at the training frame size); this one is "
+            f"task={task}: give a list of factors, e.g. scales=[0.75,1.0,1.25]"
+        )
+    allowed = sorted(BASELINES.get(task, {}))
+    for baseline in baseline_names(opts):
+        if baseline not in allowed:  # SystemExit: the message scripts and tests know
+            raise SystemExit(f"baseline must be {' or '.join(allowed) or 'unset'} for {task}, got {baseline!r}")
+
+
+def baseline_names(opts: dict) -> list[str]:
+    """``baseline``: unset, one name, a comma-separated text (``zero,dis``) or a list: the names, in order,
+    each once."""
+    given = opts.get("baseline")
+    if given is None:
+        return []
+    parts = given.split(",") if isinstance(given, str) else [str(g) for g in given]
+    return list(dict.fromkeys(p.strip() for p in parts if p.strip()))
 
 
 def prepare(opts: dict, data: dict | None, data_overrides: list[str]) -> tuple[Path, dict, dict, Path | None]:
@@ -206,11 +222,21 @@ def check_classes(ckpt: Path, config: dict, data: dict, dataset) -> tuple[int, l
 
 
 # -- wrapping and validating ------------------------------------------------------------------------------
-def wrap(task_cls, model: nn.Module, opts: dict) -> nn.Module:
-    """The model as the options ask: flow pairs by ``FlowTTA``; volumes flip-averaged over the three axes
-    (the task's own sliding window runs the windows); images optionally by sliding window, then averaged
-    over ``scales`` and the horizontal flip (logits in probability space)."""
-    flip, scales = bool(opts["flip"]), tuple(opts["scales"])
+def wrap(task_cls, model: nn.Module, opts: dict, config: dict | None = None) -> nn.Module:
+    """The model as the options ask: flow pairs by ``FlowTTA`` (``scales=auto``: at the training frame size
+    of the checkpoint's ``config``); volumes flip-averaged over the three axes (the task's own sliding window
+    runs the windows); images optionally by sliding window, then averaged over ``scales`` and the horizontal
+    flip (logits in probability space)."""
+    flip = bool(opts["flip"])
+    if len(task_cls.inputs) == 2 and opts["scales"] == "auto":
+        size = training_frame_size(config or {})
+        if size is None:
+            raise ConfigError(
+                "scales=auto: the checkpoint's data config has neither data.size nor data.augment.crop, so the "
+                "training frame size is unknown; give scales=[<factor>] instead"
+            )
+        return FlowTTA(model, scales="auto", flip=flip, train_size=size)
+    scales = tuple(opts["scales"])
     if len(task_cls.inputs) == 2:
         return FlowTTA(model, scales=scales, flip=flip)
     classes = task_cls.has_classes  # class logits: averaged as probabilities
@@ -325,7 +351,7 @@ def evaluate(opts: dict, data: dict | None = None, data_overrides: list[str] = (
     with_noc = "noc" in dataset[0]
     model, _ = load_checkpoint_model(ckpt, "cpu")
     task = task_cls.from_config(run_config, model=model, class_names=names, with_noc=with_noc)
-    task.model = _Recorder(wrap(task_cls, task.model, opts))
+    task.model = _Recorder(wrap(task_cls, task.model, opts, config))
     batch_size = int(opts.get("batch_size") or data.get("val_batch_size") or data.get("batch_size") or 1)
     dev = torch.device(opts["device"])
     precision = (config.get("trainer") or {}).get("precision") if dev.type != "cpu" else None
@@ -340,22 +366,48 @@ def evaluate(opts: dict, data: dict | None = None, data_overrides: list[str] = (
         if task_cls.dims == 3
         else f"mode={opts['mode']}, flip={opts['flip']}, scales={opts['scales']}"
     )
+    ran_at = getattr(task.model.model, "last_size", None) if opts["scales"] == "auto" else None
+    if ran_at is not None:  # which size "auto" chose (from the image size and the training frames)
+        how += f" -> the last pair ran at {ran_at[0]}x{ran_at[1]}, training frames {task.model.model.train_size}"
     print(f"{len(dataset)} {unit} from data={data['name']} split={split} ({how})")
     if task_cfg.get("metrics"):
         print(f"task.metrics: {task_cfg['metrics']}")
     print(format_metrics(results))
-    if opts.get("baseline"):
-        baseline, what, extra = BASELINES[task_cls.name][opts["baseline"]](data, targets, opts)
+    columns = {"model": {k.removeprefix(f"{split}/"): v for k, v in results.items()}}
+    chosen = baseline_names(opts)
+    for name in chosen:
+        baseline, what, extra = BASELINES[task_cls.name][name](data, targets, opts)
         base_task = task_cls.from_config(run_config, model=baseline, class_names=names, with_noc=with_noc)
-        base = {
-            f"baseline/{k.removeprefix('val/')}": v
-            for k, v in validate(base_task, dataset, batch_size, opts["device"], precision).items()
-        }
-        print(f"\nBaseline: {what}")
-        print(format_metrics(base))
-        results.update(base)
-        results.update({f"baseline/{k}": v for k, v in extra.items()})
+        scores = validate(base_task, dataset, batch_size, opts["device"], precision)
+        scores = {k.removeprefix("val/"): v for k, v in scores.items()}
+        prefix = "baseline/" if len(chosen) == 1 else f"baseline/{name}/"  # one baseline: the keys as always
+        native = " (run at the native size, no TTA)" if len(task_cls.inputs) == 2 else ""
+        print(f"\nBaseline {name}: {what}{native}")
+        results.update({f"{prefix}{k}": v for k, v in {**scores, **extra}.items()})
+        columns[name] = scores
+    if chosen:
+        print("\nSide by side (same data, same validation; 'absent': no pixel in that bin, nothing averaged)")
+        print(side_by_side(columns))
     return results
+
+
+def side_by_side(columns: dict[str, dict[str, float]]) -> str:
+    """One text table, a column per scored model (the checkpoint, then each baseline), a row per metric any
+    of them reported (headline metrics first). A metric a model did not report -- e.g. the EPE of a motion
+    bin without pixels, which validation leaves out rather than averaging over nothing -- shows 'absent'."""
+    keys = list(dict.fromkeys(k for scores in columns.values() for k in scores))
+    keys.sort(key=lambda k: ("/" in k, k))
+    width = max([len(k) for k in keys] + [6])
+    cols = [max(len(name), 10) for name in columns]
+    lines = [f"{'metric':<{width}}  " + "  ".join(f"{name:>{c}}" for name, c in zip(columns, cols))]
+    lines.append(f"{'-' * width}  " + "  ".join("-" * c for c in cols))
+    for key in keys:
+        cells = [
+            f"{scores[key]:>{c}.4f}" if key in scores else f"{'absent':>{c}}"
+            for scores, c in zip(columns.values(), cols)
+        ]
+        lines.append(f"{key:<{width}}  " + "  ".join(cells))
+    return "\n".join(lines)
 
 
 def print_training_classes(config: dict) -> None:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from .builder import load_checkpoint_model
+from .builder import load_checkpoint_model, training_frame_size
 from .models.wrappers import FlipTTA, FlowTTA, SlidingWindow
 from .tasks import get_task
 
@@ -218,20 +218,30 @@ class Predictor:
         crop: tuple[int, int] | None = None,
         stride: tuple[int, int] | None = None,
         flip: bool = False,
-        scales: tuple[float, ...] = (1.0,),
+        scales: tuple[float, ...] | str = (1.0,),
         roi: tuple[int, int, int] | None = None,
         overlap: float = 0.5,
         normalize: bool = True,
         batch_size: int = 1,
     ):
         """Predictions as numpy at the input size (see the class docstring). ``scales``: multi-scale TTA
-        (the input resized by each factor, outputs averaged at the input size; 2D tasks). ``batch_size``: how
+        (the input resized by each factor, outputs averaged at the input size; 2D tasks); flow also takes
+        ``scales="auto"``: each pair runs at the size that fits it inside the training frames (``data.size``,
+        else ``data.augment.crop`` of the checkpoint's config; never upscaled), the flow upsampled to the input
+        size with its vectors scaled (``densekit.models.wrappers.auto_flow_size``). ``batch_size``: how
         many images of one size go through the network together (a list in: consecutive equal-size ones).
         Volumes: ``roi``/``overlap`` set the sliding window (default: the training patch, Gaussian blending);
         ``normalize`` z-scores each modality over the brain (nonzero voxels) as the training data was — raw
         scanner intensities in."""
         self._check_task(task)
-        scales = tuple(float(v) for v in (scales or (1.0,)))
+        if isinstance(scales, str):
+            if scales != "auto" or len(self.task_class.inputs) != 2:
+                raise ValueError(
+                    f"scales={scales!r}: a list of factors > 0, or 'auto' for flow checkpoints ({self.source} is "
+                    f"task={self.task!r})"
+                )
+        else:
+            scales = tuple(float(v) for v in (scales or (1.0,)))
         self.check_options(
             flip=flip, mode=mode, crop=crop, stride=stride, roi=roi, probabilities=probabilities, scales=scales
         )
@@ -281,7 +291,16 @@ class Predictor:
         items2, batched2 = _as_list(image2)
         if len(items1) != len(items2) or batched != batched2:
             raise ValueError(f"got {len(items1)} first frames but {len(items2)} second frames; pass pairs")
-        tta = FlowTTA(self.model, scales=scales, flip=flip)
+        if scales == "auto":
+            size = training_frame_size(self.config)
+            if size is None:
+                raise ValueError(
+                    f"scales='auto': {self.source}'s data config has neither data.size nor data.augment.crop, so "
+                    f"its training frame size is unknown; pass scales=(<factor>,)"
+                )
+            tta = FlowTTA(self.model, scales="auto", flip=flip, train_size=size)
+        else:
+            tta = FlowTTA(self.model, scales=scales, flip=flip)
         pairs = []
         for a, b in zip(items1, items2):
             a, b = _load_image(a, self.intensity), _load_image(b, self.intensity)

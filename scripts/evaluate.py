@@ -5,8 +5,9 @@
         [save_dir=<dir>] [batch_size=N] [limit=N] [device=cpu]
     depth only: [eval_crop=eigen_nyu|garg|eigen_kitti|none] [min_depth=1e-3] [max_depth=10]
         [median_scaling=true] [baseline=train_mean]
-    flow only: [baseline=zero|dis]   (data=motorcycle: a real stereo pair with ground truth, no download);
-        scales=[0.25] runs the pair resized (flow scaled back): the scale a model was trained at
+    flow only: [baseline=zero|dis|zero,dis]   (data=motorcycle: a real stereo pair with ground truth, no
+        download); scales=[0.25] runs the pair resized (flow scaled back); scales=auto runs each pair at the
+        checkpoint's training frame size (data.size, else data.augment.crop; from the image size alone)
 
 The options and their defaults are conf/eval.yaml's. The checkpoint is rebuilt, its model wrapped for the
 test-time augmentation asked for (``densekit.models.wrappers``) and scored by ``pl.Trainer.validate`` with
@@ -16,7 +17,10 @@ the task's validation step (``densekit.evaluation``): without options, exactly t
 (``crop=[D,H,W]``, default the training patch; ``flip=true`` averages the three axis flips). ``baseline=...``
 scores a training-free model by the same validation next to the checkpoint: ``train_mean`` (depth, the mean
 valid depth of the train split over ``limit`` samples or 256), ``zero`` (no motion) or ``dis`` (OpenCV DIS)
-for flow. With ``save_dir`` one PNG per sample (image | ground truth | prediction [| error]).
+for flow; several (``baseline=zero,dis``) are scored one after the other and every model's metrics are
+printed side by side in one table (flow: EPE per ground-truth motion bin s0-10 / s10-40 / s40+ px too; a bin
+without pixels is 'absent', never 0). With ``save_dir`` one PNG per sample (image | ground truth | prediction
+[| error]).
 
 ``ckpt`` may be a run directory: its newest ``checkpoints/best-*.ckpt``, else ``checkpoints/last.ckpt`` (else
 the newest ``*.ckpt`` in it) is used and named. Checked before any model is built: every option's type
@@ -35,7 +39,18 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from densekit.cli import hydra_entry, report_errors
-from densekit.config_schema import boolean, choice, int_list, integer, list_of, nullable, number, parse_option, string
+from densekit.config_schema import (
+    boolean,
+    choice,
+    int_list,
+    integer,
+    list_of,
+    nullable,
+    number,
+    one_of,
+    parse_option,
+    string,
+)
 from densekit.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -47,7 +62,9 @@ OPTIONS = {
     "crop": nullable(int_list((2, 3), axes="[H, W] (volumes: [D, H, W])")),
     "stride": nullable(int_list((2, 3), axes="[H, W] (volumes: [D, H, W])")),
     "flip": boolean(),
-    "scales": list_of(number(gt=0), min_len=1, what="a list of scale factors > 0, e.g. [0.75,1.0,1.25]"),
+    "scales": one_of(
+        choice("auto"), list_of(number(gt=0), min_len=1, what="a list of scale factors > 0, e.g. [0.75,1.0,1.25]")
+    ),
     "save_dir": nullable(string("a directory")),
     "batch_size": nullable(integer(1)),
     "limit": nullable(integer(1)),
@@ -56,7 +73,12 @@ OPTIONS = {
     "min_depth": nullable(number(ge=0)),
     "max_depth": nullable(number(gt=0)),
     "median_scaling": nullable(boolean()),
-    "baseline": nullable(string("train_mean (depth), zero or dis (flow)")),
+    "baseline": nullable(
+        one_of(
+            string("train_mean (depth), zero or dis (flow), or several: zero,dis"),
+            list_of(string(), min_len=1, what="a list of baseline names, e.g. [zero,dis]"),
+        )
+    ),
 }
 RAW = ("ckpt", "save_dir", "split", "device")  # taken as written: a directory called 'true' or '2024' stays one
 USAGE = (

@@ -144,7 +144,8 @@ def test_evaluate_rejects_bad_arguments(tmp_path):
         ("median_scaling=maybe", "median_scaling=maybe: expected true or false, got 'maybe'"),
         ("batch_size=0", "batch_size=0: expected null or a positive int, got 0"),  # null: the data's val batch
         ("limit=abc", "limit=abc: expected null or a positive int, got 'abc'"),
-        ("scales=0.5", "scales=0.5: expected a list of scale factors > 0, e.g. [0.75,1.0,1.25], got 0.5"),
+        ("scales=0.5", "scales=0.5: expected auto or a list of scale factors > 0, e.g. [0.75,1.0,1.25], got 0.5"),
+        ("scales=automatic", "scales=automatic: expected auto or a list of scale factors > 0"),
         ("crop=[64]", "crop=[64]: expected null or a list of 2 or 3 positive ints"),
         ("mode=tile", "mode=tile: expected one of whole, slide, got 'tile'"),
         ("eval_crop=nyu", "eval_crop=nyu: expected null or one of config, none, eigen_nyu, garg, eigen_kitti"),

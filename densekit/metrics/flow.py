@@ -13,6 +13,10 @@ Conventions (stated once, used everywhere):
     (KITTI 2015's Fl, as the devkit and ptlflow report it).
   * With ``noc`` (True = not occluded in frame 2), the same five scores also for ``_noc`` (valid & noc)
     and ``_occ`` (valid & ~noc) pixels. A region without pixels scores NaN.
+  * Motion-magnitude bins (MPI-Sintel's s0-10 / s10-40 / s40+, Butler et al., ECCV 2012): ``epe_s0-10``,
+    ``epe_s10-40``, ``epe_s40+`` over the counted pixels whose *ground-truth* magnitude lies in [0, 10),
+    [10, 40), [40, inf) px, and ``frac_s...`` the share of counted pixels in each bin. A bin without pixels
+    has EPE NaN (never 0): training logs and evaluate.py leave it out instead of averaging over nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ UNKNOWN_FLOW = 1e9
 THRESHOLDS = (1, 3, 5)
 _SCORES = ("epe", "1px", "3px", "5px", "fl_all")
 _REGIONS = ("", "_noc", "_occ")
+# ground-truth magnitude bins [lo, hi) in pixels, named as MPI-Sintel's table names them
+MAGNITUDE_BINS = (("s0-10", 0.0, 10.0), ("s10-40", 10.0, 40.0), ("s40+", 40.0, float("inf")))
+_BIN_KEYS = tuple(f"{k}_{name}" for name, _, _ in MAGNITUDE_BINS for k in ("count", "epe"))
 
 
 def _check(pred: torch.Tensor, target: torch.Tensor, valid, noc) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -47,8 +54,9 @@ def flow_sums(
     noc: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per-region sums (float64 scalars): ``count``, ``epe``, ``1px``, ``3px``, ``5px``, ``fl`` (counts),
-    keys suffixed by region ("", "_noc", "_occ"; the last two only with ``noc``). Summing these over batches
-    and processes and dividing by the counts gives the dataset-level, pixel-averaged scores."""
+    keys suffixed by region ("", "_noc", "_occ"; the last two only with ``noc``), and ``count_<bin>`` /
+    ``epe_<bin>`` per ground-truth magnitude bin (``MAGNITUDE_BINS``, over the counted pixels). Summing these
+    over batches and processes and dividing by the counts gives the dataset-level, pixel-averaged scores."""
     keep, noc = _check(pred, target, valid, noc)
     target = torch.where(keep[:, None], target, torch.zeros_like(target))  # NaN ground truth must not leak
     epe = torch.linalg.vector_norm((pred - target).double(), dim=1)  # (B, H, W)
@@ -65,11 +73,16 @@ def flow_sums(
         for t in THRESHOLDS:
             sums[f"{t}px{suffix}"] = (e < t).sum().double()
         sums[f"fl{suffix}"] = outlier[region].sum().double()
+    for name, lo, hi in MAGNITUDE_BINS:
+        in_bin = keep & (mag >= lo) & (mag < hi)  # (B, H, W)
+        sums[f"count_{name}"] = in_bin.sum().double()
+        sums[f"epe_{name}"] = epe[in_bin].sum()
     return sums
 
 
 def scores_from_sums(sums: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Sums (``flow_sums``) -> epe, 1px, 3px, 5px (fractions), fl_all (percent), per region present."""
+    """Sums (``flow_sums``) -> epe, 1px, 3px, 5px (fractions), fl_all (percent), per region present; per
+    magnitude bin present in the sums ``epe_<bin>`` (NaN without pixels) and ``frac_<bin>``."""
     out = {}
     for suffix in _REGIONS:
         if f"count{suffix}" not in sums:
@@ -80,6 +93,13 @@ def scores_from_sums(sums: dict[str, torch.Tensor]) -> dict[str, float]:
         for t in THRESHOLDS:
             out[f"{t}px{suffix}"] = div(sums[f"{t}px{suffix}"])
         out[f"fl_all{suffix}"] = 100.0 * div(sums[f"fl{suffix}"])
+    total = float(sums["count"]) if "count" in sums else 0.0
+    for name, _, _ in MAGNITUDE_BINS:
+        if f"count_{name}" not in sums:
+            continue
+        n = float(sums[f"count_{name}"])
+        out[f"epe_{name}"] = float(sums[f"epe_{name}"]) / n if n > 0 else float("nan")
+        out[f"frac_{name}"] = n / total if total > 0 else float("nan")
     return out
 
 
@@ -89,7 +109,8 @@ def flow_metrics(
     valid: torch.Tensor | None = None,
     noc: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """epe, 1px, 3px, 5px, fl_all over the counted pixels of one batch (conventions: module docstring)."""
+    """epe, 1px, 3px, 5px, fl_all (and per magnitude bin: epe_s0-10, ..., frac_s0-10, ...) over the counted
+    pixels of one batch (conventions: module docstring)."""
     return scores_from_sums(flow_sums(pred, target, valid, noc))
 
 
@@ -105,13 +126,15 @@ class FlowMetrics(Metric):
         self.with_noc = bool(with_noc)
         regions = _REGIONS if with_noc else ("",)
         self._keys = [f"{k}{s}" for s in regions for k in ("count", "epe", "1px", "3px", "5px", "fl")]
+        self._keys += list(_BIN_KEYS)
         for key in self._keys:
             zero = torch.zeros((), dtype=torch.float64)
             self.add_state(self._state(key), default=zero, dist_reduce_fx="sum")
 
     @staticmethod
     def _state(key: str) -> str:
-        return "s_" + key  # attribute names cannot start with a digit ("1px")
+        # attribute names cannot start with a digit ("1px"); the bins' "-" / "+" are not identifier characters
+        return "s_" + key.replace("-", "_to_").replace("+", "_up")
 
     def update(
         self,
@@ -130,4 +153,4 @@ class FlowMetrics(Metric):
         return scores_from_sums({key: getattr(self, self._state(key)) for key in self._keys})
 
 
-__all__ = ["FlowMetrics", "flow_metrics", "flow_sums", "scores_from_sums"]
+__all__ = ["MAGNITUDE_BINS", "FlowMetrics", "flow_metrics", "flow_sums", "scores_from_sums"]

@@ -2,7 +2,8 @@
 Predictor, so that test-time augmentation and sliding windows are written once.
 
 - ``FlipTTA``: a dense 2D/3D model averaged over input scales and axis flips (probabilities for logits).
-- ``FlowTTA``: a two-frame flow model averaged over input scales (vectors rescaled) and the mirrored pair.
+- ``FlowTTA``: a two-frame flow model averaged over input scales (vectors rescaled) and the mirrored pair;
+  ``scales="auto"`` runs each pair at the training frame size (``auto_flow_size``).
 - ``SlidingWindow``: a dense model run over overlapping windows: 2D by mean over crops every ``stride``
   pixels (mmseg's "slide" mode), 3D by MONAI's ``sliding_window_inference`` (``overlap``, Gaussian blending).
 
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FlipTTA", "FlowTTA", "SlidingWindow"]
+__all__ = ["FlipTTA", "FlowTTA", "SlidingWindow", "auto_flow_size"]
 
 
 def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -74,27 +75,66 @@ class FlipTTA(nn.Module):
         return mean.clamp_min(torch.finfo(mean.dtype).tiny).log() if self.probabilities else mean
 
 
+def auto_flow_size(size: Sequence[int], train_size: Sequence[int]) -> tuple[int, int]:
+    """The (h, w) a pair of ``size`` (H, W) is run at by ``FlowTTA(scales="auto")``: one factor for both axes
+    (no stretch), the largest that fits the frame inside ``train_size`` (the frames the model trained on),
+    never above 1 (a frame already that small runs natively), at least 8 px a side.
+
+    Why: a flow network only reaches the motions it saw in training -- the embedded scenes move objects by
+    a fraction of the frame width, so a 741-px-wide photo holds motions ~6x longer (in pixels) than a 128-px
+    training frame. Run at the training frame size, the same scene's motions are back in the trained range;
+    the flow is then upsampled and its vectors scaled back (coarse-to-fine by image size)."""
+    h, w = int(size[0]), int(size[1])
+    s = min(1.0, float(train_size[0]) / h, float(train_size[1]) / w)
+    return max(8, round(h * s)), max(8, round(w * s))
+
+
 class FlowTTA(nn.Module):
     """``model(image1, image2)`` flow at the input size, averaged over input ``scales`` (both frames resized
     to ``round(s * size)``, at least 8 px, by area; the flow resized back and its vectors scaled by the size
     ratio, so a model trained on small frames sees motions in its trained range) and, with ``flip``, over
-    the mirrored pair (both frames flipped left-right, the flow flipped back and u negated)."""
+    the mirrored pair (both frames flipped left-right, the flow flipped back and u negated).
 
-    def __init__(self, model: nn.Module, scales: Sequence[float] = (1.0,), flip: bool = False):
+    ``scales="auto"`` (with ``train_size``, the training frames' (H, W)): one scale per input size, chosen by
+    ``auto_flow_size`` from the image size alone (no ground truth); ``last_size`` records the size the last
+    pair was run at (what evaluate.py prints)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        scales: Sequence[float] | str = (1.0,),
+        flip: bool = False,
+        train_size: Sequence[int] | None = None,
+    ):
         super().__init__()
-        if not scales or any(float(s) <= 0 for s in scales):
-            raise ValueError(f"scales must be a non-empty list of factors > 0, got {list(scales)}")
+        self.auto = isinstance(scales, str)
+        if self.auto:
+            if scales != "auto":
+                raise ValueError(f"scales must be a list of factors > 0 or 'auto', got {scales!r}")
+            if train_size is None or len(train_size) != 2 or any(int(t) < 8 for t in train_size):
+                raise ValueError(f"scales='auto' needs train_size=(H, W) of at least 8 px, got {train_size}")
+            self.train_size = (int(train_size[0]), int(train_size[1]))
+            self.scales = ()
+        else:
+            if not scales or any(float(s) <= 0 for s in scales):
+                raise ValueError(f"scales must be a non-empty list of factors > 0, got {list(scales)}")
+            self.train_size = None
+            self.scales = tuple(float(s) for s in scales)
         self.model = model
-        self.scales = tuple(float(s) for s in scales)
         self.flip = bool(flip)
+        self.last_size: tuple[int, int] | None = None
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        if not self.flip and self.scales == (1.0,):
-            return self.model(a, b)
         h, w = a.shape[-2:]
+        if self.auto:
+            sizes = [auto_flow_size((h, w), self.train_size)]
+        else:
+            sizes = [(max(8, round(h * s)), max(8, round(w * s))) for s in self.scales]
+        self.last_size = sizes[-1]
+        if not self.flip and sizes == [(h, w)]:
+            return self.model(a, b)
         total = None
-        for s in self.scales:
-            size = (max(8, round(h * s)), max(8, round(w * s)))
+        for size in sizes:
             ra = a if size == (h, w) else F.interpolate(a, size=size, mode="area")
             rb = b if size == (h, w) else F.interpolate(b, size=size, mode="area")
             flow = self.model(ra, rb)  # (B, 2, h', w') in pixels of the resized frames
@@ -108,7 +148,7 @@ class FlowTTA(nn.Module):
                     1, 2, 1, 1
                 )
             total = flow if total is None else total + flow
-        return total / len(self.scales)
+        return total / len(sizes)
 
 
 class SlidingWindow(nn.Module):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config_types import boolean, check_script_options, choice, integer, list_of, nullable, number, string
+from ..config_types import boolean, check_script_options, choice, integer, list_of, nullable, number, one_of, string
 from ..errors import ConfigError, DataError
 from . import outputs
 from .sources import Skipped, collect
@@ -38,7 +38,7 @@ OPTIONS = {
     "crop": nullable(list_of(POS_INT, 2)),
     "stride": nullable(list_of(POS_INT, 2)),
     "flip": boolean(),
-    "scales": list_of(number(gt=0, what="a factor > 0"), min_len=1),
+    "scales": one_of(choice("auto"), list_of(number(gt=0, what="a factor > 0"), min_len=1)),  # auto: flow
     "roi": nullable(list_of(POS_INT, 3)),
     "overlap": number(ge=0, le=0.99, what="a fraction in [0, 0.99]"),
     "backend": choice("torch", "onnx"),
@@ -137,7 +137,9 @@ def run_predict(opts: dict) -> dict:
     kind = {"volume": "volume", "pair": "flow"}.get(wants, "seg" if cls.has_classes else "depth")
     tta = dict(flip=opts["flip"], mode=opts["mode"], crop=opts["crop"], stride=opts["stride"], roi=opts["roi"])
     try:
-        predictor.check_options(**tta, scales=tuple(opts["scales"]))
+        if opts["scales"] == "auto" and wants != "pair":
+            raise ConfigError(f"scales=auto is for flow checkpoints; {ckpt} is task={predictor.task!r}")
+        predictor.check_options(**tta, scales=_scales(opts["scales"]))
     except ValueError as err:
         raise ConfigError(str(err)) from None
     if opts["format"] == "npy" and kind != "depth":
@@ -172,6 +174,11 @@ def run_predict(opts: dict) -> dict:
     return report
 
 
+def _scales(value):
+    """The ``scales`` option as ``Predictor.predict`` takes it: a tuple of factors, or "auto" (flow)."""
+    return value if value == "auto" else tuple(value)
+
+
 class _Run:
     """One prediction pass: the progress bar, the per-item loop, the failures."""
 
@@ -180,7 +187,7 @@ class _Run:
         self.failed: list[Skipped] = []
         self.written = 0
         self.predicted = 0
-        self.kw = dict(flip=opts["flip"], scales=tuple(opts["scales"]), batch_size=opts["batch_size"])
+        self.kw = dict(flip=opts["flip"], scales=_scales(opts["scales"]), batch_size=opts["batch_size"])
         if predictor.task_class.dims == 2 and len(predictor.task_class.inputs) == 1:
             self.kw.update(mode=opts["mode"], crop=opts["crop"], stride=opts["stride"])
 

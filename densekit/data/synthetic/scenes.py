@@ -16,6 +16,7 @@ training step's cost (see ``scripts/benchmark.py data``).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import zlib
 from dataclasses import dataclass
@@ -88,6 +89,14 @@ class SceneConfig:
     max_depth_change: float = 0.15  # relative depth change between frames (gives the scale change)
     background_pan: float = 0.04  # camera pan, fraction of the width
     noise: float = 0.01
+    # How translations are drawn. "uniform": each of the x and y shifts uniform in +-max_flow (objects) or
+    # +-background_pan (camera). "heavy": a uniform direction and a log-uniform length between min_flow
+    # and max_flow (background_pan for the camera): as many motions per octave of length, so small motions
+    # stay common while lengths of tens of pixels are no longer rare -- the long-tailed speed statistics of
+    # real footage (Sintel's s40+ pixels; AutoFlow, Sun et al. CVPR 2021, learns such wide ranges).
+    motion: str = "uniform"
+    min_flow: float = 0.002  # "heavy": shortest translation, fraction of the width (1 px at 512)
+    background_rotation: float = 0.0  # camera roll between frames, radians (0: none; drawn only when > 0)
 
     def __post_init__(self):
         if self.height < 16 or self.width < 16:
@@ -99,6 +108,15 @@ class SceneConfig:
             )
         if not 0 < self.min_depth < self.max_depth:
             raise ValueError(f"need 0 < min_depth < max_depth, got {self.min_depth}, {self.max_depth}")
+        if self.motion not in ("uniform", "heavy"):
+            raise ValueError(f"scene motion must be 'uniform' or 'heavy', got {self.motion!r}")
+        if self.motion == "heavy" and not 0 < self.min_flow < min(self.max_flow, self.background_pan):
+            raise ValueError(
+                f"motion='heavy' needs 0 < min_flow < max_flow and background_pan, got min_flow={self.min_flow}, "
+                f"max_flow={self.max_flow}, background_pan={self.background_pan}"
+            )
+        if self.background_rotation < 0:
+            raise ValueError(f"background_rotation must be >= 0 radians, got {self.background_rotation}")
 
 
 def _shape_mask(kind: int, u: np.ndarray, v: np.ndarray, aspect: float) -> np.ndarray:
@@ -202,12 +220,22 @@ class _Layer:
         return cx + m[0, 0] * dx + m[0, 1] * dy, cy + m[1, 0] * dx + m[1, 1] * dy
 
 
+def _translation(rng: np.random.Generator, cfg: SceneConfig, largest: float) -> np.ndarray:
+    """A translation (2,) in pixels, at most ``largest`` (a fraction of the width) per ``cfg.motion``; the
+    "uniform" draw is the generator's original one (same random numbers, same scenes)."""
+    if cfg.motion == "uniform":
+        return rng.uniform(-1, 1, size=2) * largest * cfg.width
+    length = np.exp(rng.uniform(np.log(cfg.min_flow), np.log(largest))) * cfg.width
+    angle = rng.uniform(0, 2 * np.pi)
+    return length * np.array([np.cos(angle), np.sin(angle)])
+
+
 def _make_layers(rng: np.random.Generator, cfg: SceneConfig) -> list[_Layer]:
     h, w = cfg.height, cfg.width
     f = cfg.focal * w
     bg_tex = _random_patch(rng, max(h, w))
     bg_tex = _desaturate(bg_tex, rng.uniform(0.0, 0.35)) * rng.uniform(0.7, 1.1)
-    pan = rng.uniform(-1, 1, size=2) * cfg.background_pan * w
+    pan = _translation(rng, cfg, cfg.background_pan)
     layers = [
         _Layer(
             kind=0,
@@ -224,6 +252,8 @@ def _make_layers(rng: np.random.Generator, cfg: SceneConfig) -> list[_Layer]:
             depth2=np.inf,
         )
     ]
+    if cfg.background_rotation > 0:  # drawn only then: scenes without camera roll stay as they were
+        layers[0].dtheta = float(rng.uniform(-1, 1) * cfg.background_rotation)
     for _ in range(rng.integers(cfg.min_objects, cfg.max_objects + 1)):
         kind = int(rng.integers(1, len(CLASS_NAMES)))
         depth = rng.uniform(cfg.min_depth, cfg.max_depth)
@@ -244,7 +274,7 @@ def _make_layers(rng: np.random.Generator, cfg: SceneConfig) -> list[_Layer]:
                 depth=depth,
                 texture=tex,
                 extent=1.0,
-                shift=rng.uniform(-1, 1, size=2) * cfg.max_flow * w,
+                shift=_translation(rng, cfg, cfg.max_flow),
                 scale=depth / depth2,  # pinhole: image size is inversely proportional to depth
                 dtheta=rng.uniform(-1, 1) * cfg.max_rotation,
                 depth2=depth2,
@@ -356,6 +386,10 @@ class SyntheticScenes(Dataset):
         if length < 1:
             raise ValueError(f"length must be >= 1, got {length}")
         self.split, self.length, self.seed, self.targets = split, int(length), int(seed), tuple(targets)
+        knobs = {f.name for f in dataclasses.fields(SceneConfig)} - {"height", "width"}
+        unknown = sorted(set(scene or {}) - knobs)
+        if unknown:
+            raise ValueError(f"unknown scene key(s) {unknown}; the generator's knobs are {sorted(knobs)}")
         self.cfg = SceneConfig(height=int(size[0]), width=int(size[1]), **(scene or {}))
         # flow vectors must move with the pixels (scaled, negated on flips): the flow-aware augmenter
         if "flow" in self.targets:
