@@ -119,6 +119,8 @@ def hydra_overrides(argv: list[str]) -> tuple[dict, list[str], list[str]]:
         if key in RAW:
             quote = "'" if "'" not in value else '"'
             overrides.append(f"{key}={quote}{value}{quote}")
+        elif key == "baseline" and "," in value and not value.lstrip().startswith("["):
+            overrides.append(f"baseline=[{value}]")  # zero,dis: Hydra refuses a bare comma list as ambiguous
         elif key in OPTIONS or composed:
             overrides.append(arg)
     return opts, overrides, [] if composed else data_args

@@ -238,3 +238,12 @@ def test_evaluate_auto_scale_and_baselines_side_by_side(flow_run, capsys):
     np.testing.assert_allclose(auto, fixed, atol=1e-5)
     with pytest.raises(ValueError, match="'auto' for flow checkpoints"):
         predictor.predict(sample["image"], sample["image2"], scales="fast")
+
+
+def test_comma_baselines_reach_hydra_as_a_list():
+    """``baseline=zero,dis`` on the command line: Hydra refuses a bare comma list as ambiguous."""
+    from scripts.evaluate import hydra_overrides
+
+    opts, overrides, _ = hydra_overrides(["ckpt=x.ckpt", "baseline=zero,dis", "scales=auto"])
+    assert opts["baseline"] == "zero,dis" and opts["scales"] == "auto"
+    assert "baseline=[zero,dis]" in overrides and "scales=auto" in overrides
