@@ -44,6 +44,24 @@ FLOW_SMOKE = [
 ]
 
 
+def quiet_trainer(tmp_path, **kw):
+    """A bare CPU Lightning Trainer for tests that drive ``fit`` directly: no logger, checkpoints, progress bar,
+    model summary, sanity check or validation (each overridable through ``kw``)."""
+    import pytorch_lightning as pl
+
+    settings = {
+        "accelerator": "cpu",
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "limit_val_batches": 0,
+        "default_root_dir": str(tmp_path),
+    }
+    return pl.Trainer(**{**settings, **kw})
+
+
 def train_run(tmp_path_factory, name: str, overrides: list[str]):
     """Train once with ``overrides`` into a fresh directory: (run_dir, final metrics, printed output)."""
     from hydra import compose, initialize_config_dir

@@ -17,6 +17,7 @@ from densekit.tasks.base import (
     unguard_strided_pointwise_convs,
 )
 from densekit.train import train
+from helpers import quiet_trainer
 
 # one intra-op thread: many tiny ops; on a shared CPU a second thread mostly waits for a busy core
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -152,18 +153,7 @@ def _fit_losses(tmp_path, channels_last: bool) -> tuple[list[float], dict]:
 
     record = Record()
     record.losses = []
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_steps=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        default_root_dir=str(tmp_path),
-        callbacks=[record],
-    )
+    trainer = quiet_trainer(tmp_path, max_steps=2, callbacks=[record])
     trainer.fit(task, torch.utils.data.DataLoader(batches, batch_size=2))
     weight = next(p for p in task.model.parameters() if p.dim() == 4 and p.shape[-1] > 1)
     seen["weight_cl_after"] = weight.is_contiguous(memory_format=torch.channels_last)

@@ -22,6 +22,7 @@ from densekit.checkpointing import (
     remove_stale_temp_files,
 )
 from densekit.resume import check_resume_checkpoint, resolve_ckpt_path
+from helpers import quiet_trainer
 
 # one intra-op thread: many tiny ops; on a shared CPU a second thread mostly waits for a busy core
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -52,21 +53,7 @@ def _batches(n=4, nan_at=(), size=8):
 
 
 def _trainer(tmp_path, **kw):
-    import pytorch_lightning as pl
-
-    kw = {"max_epochs": 1, **kw}
-    return pl.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        default_root_dir=str(tmp_path),
-        plugins=[AtomicCheckpointIO()],
-        **kw,
-    )
+    return quiet_trainer(tmp_path, **{"max_epochs": 1, "plugins": [AtomicCheckpointIO()], **kw})
 
 
 def _loader(batches, batch_size=1):
